@@ -1,0 +1,146 @@
+//! The command line, described and nothing more.
+//!
+//! These clap types only say which arguments exist, with their help text;
+//! `config` turns them into the validated settings the rest of syncd uses,
+//! so no other module sees a clap type (ripgrep's low-args/high-args
+//! split). Options are grouped by help heading, as watchexec does.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// syncd keeps a directory tree replicated to rsync destinations in near
+/// real time, and never forgets a change: every aggregated changeset is
+/// committed to a durable per-destination queue before rsync runs, and
+/// removed only after rsync succeeded. A crash, a restart or a destination
+/// that is down for hours just replays the backlog.
+#[derive(Debug, Parser)]
+#[command(name = "syncd", bin_name = "syncd", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Logging, for every subcommand (pylsyncd's letters).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Logging")]
+pub struct LogArgs {
+    /// Debug logging, including notify's and sled's own messages.
+    #[arg(short = 'd', long, global = true)]
+    pub debug: bool,
+    /// Verbose: debug messages of syncd itself.
+    #[arg(short = 'v', long, global = true)]
+    pub verbose: bool,
+    /// Quiet: errors only.
+    #[arg(short = 'q', long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Watch SOURCE and replicate it to every DEST, in the foreground.
+    ///
+    /// SOURCE may carry the virtual-root marker `/./`: `/srv/./www` watches
+    /// /srv/www and writes DEST/www. Without a marker the full path of
+    /// SOURCE is recreated under DEST (`/srv/www` → DEST/srv/www); SOURCE
+    /// `.` replicates the current directory's content itself.
+    ///
+    /// DEST is any rsync destination: /local/path, host:, host:path,
+    /// user@host:path, host::module[/path], rsync://[user@]host[:port]/module[/path].
+    Run(RunArgs),
+    /// Look at or act on the queues of a state directory.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The directory tree to watch and replicate.
+    #[arg(value_name = "SOURCE")]
+    pub source: OsString,
+    /// One or more rsync destinations.
+    #[arg(value_name = "DEST", required = true)]
+    pub dests: Vec<OsString>,
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+    #[command(flatten)]
+    pub rsync: RsyncArgs,
+    /// Skip the full sync at start-up; the queue alone carries the backlog.
+    /// A start after an unclean stop always runs it.
+    #[arg(short = 'i', long)]
+    pub no_initial_sync: bool,
+}
+
+/// Where the queue, the lock and the control socket live.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "State")]
+pub struct StateArgs {
+    /// The state directory (one daemon per directory). Default:
+    /// /var/lib/syncd for root, else $XDG_STATE_HOME/syncd or
+    /// ~/.local/state/syncd.
+    #[arg(long, value_name = "DIR", env = "SYNCD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Timing")]
+pub struct TimingArgs {
+    /// The aggregation window in seconds (fractions allowed): changes are
+    /// collected this long after the first one, then committed as one
+    /// changeset.
+    #[arg(long, value_name = "SECS", default_value = "60")]
+    pub delay: f64,
+    /// The longest wait between retries of a failing destination, in
+    /// seconds; retries start at 1 s and double up to this.
+    #[arg(long, value_name = "SECS", default_value = "60")]
+    pub backoff_max: f64,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "rsync")]
+pub struct RsyncArgs {
+    /// The rsync program to run.
+    #[arg(long, value_name = "PATH", default_value = "rsync")]
+    pub rsync: OsString,
+    /// rsync's --timeout: give up after this many seconds without I/O.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub timeout: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Show every destination's backlog: pending changesets and paths, the
+    /// age of the oldest, dead letters, state, last success and last error.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Only this destination (its name or its target).
+    #[arg(long, value_name = "NAME")]
+    pub dest: Option<String>,
+    /// Also list the N oldest pending paths of each destination.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub entries: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,179 @@
+//! Validated settings: the command line turned into what the daemon runs.
+//!
+//! `cli` describes arguments; this module checks them and resolves paths
+//! once, at start, so a bad invocation fails before anything is watched or
+//! written, with a message that says what to write instead. It refuses the
+//! combinations that lose data or loop forever: a destination inside the
+//! source (every sync would trigger another), a state directory inside the
+//! source (every commit would), two destinations with the same target.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::{RunArgs, StateArgs};
+use crate::error::{Error, Result};
+use crate::location::{dedupe_names, Destination, Place, Source};
+use crate::rsync::RsyncOptions;
+use crate::worker::{DestConfig, WorkerSettings};
+
+/// Everything `syncd run` needs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub source: Source,
+    pub dests: Vec<DestConfig>,
+    pub state_dir: PathBuf,
+    pub delay: Duration,
+    pub initial_sync: bool,
+    pub workers: WorkerSettings,
+    /// Early-flush cap of the window, in optimized entries.
+    pub window_cap: usize,
+}
+
+/// The state directory from the flag or env, or the default for this user.
+pub fn state_dir(args: &StateArgs) -> Result<PathBuf> {
+    if let Some(d) = &args.state_dir {
+        return absolute(d);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(PathBuf::from("/var/lib/syncd"));
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("syncd"));
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => Ok(PathBuf::from(h).join(".local/state/syncd")),
+        None => Err(Error::Usage(
+            "no --state-dir given and $HOME is not set".into(),
+        )),
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).map_err(|e| Error::io("cannot resolve", p, e))
+}
+
+fn seconds(what: &str, s: f64, max: f64) -> Result<Duration> {
+    if !s.is_finite() || s < 0.0 || s > max {
+        return Err(Error::Usage(format!(
+            "{what} must be a number of seconds from 0 to {max}, not {s}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+impl RunConfig {
+    /// Checks and resolves `syncd run`'s arguments.
+    pub fn from_args(a: &RunArgs) -> Result<RunConfig> {
+        let cwd = std::env::current_dir().map_err(|e| Error::io("cannot read", ".", e))?;
+        let delay = seconds("--delay", a.timing.delay, 86_400.0)?;
+        let backoff_max = seconds("--backoff-max", a.timing.backoff_max, 86_400.0)?
+            .max(Duration::from_millis(100));
+        let source = Source::resolve(&a.source, &cwd)?;
+        let state_dir = state_dir(&a.state)?;
+        if is_inside(&state_dir, &source.root) {
+            return Err(Error::Usage(format!(
+                "the state directory {} is inside SOURCE {}: every commit would \
+                 be an event; put it elsewhere with --state-dir",
+                state_dir.display(),
+                source.root.display()
+            )));
+        }
+        let rsync = RsyncOptions {
+            program: a.rsync.rsync.clone(),
+            timeout_s: a.rsync.timeout.max(1),
+            extra: Vec::new(),
+        };
+        let mut dests = Vec::new();
+        for d in &a.dests {
+            dests.push(Destination::resolve(d, &cwd)?);
+        }
+        check_dests(&source, &dests)?;
+        dedupe_names(&mut dests);
+        let workers = WorkerSettings {
+            backoff_max,
+            ..WorkerSettings::default()
+        };
+        Ok(RunConfig {
+            source,
+            dests: dests
+                .into_iter()
+                .map(|dest| DestConfig {
+                    dest,
+                    rsync: rsync.clone(),
+                })
+                .collect(),
+            state_dir,
+            delay,
+            initial_sync: !a.no_initial_sync,
+            workers,
+            window_cap: 50_000,
+        })
+    }
+}
+
+fn check_dests(source: &Source, dests: &[Destination]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for d in dests {
+        if !seen.insert(d.target.clone()) {
+            return Err(Error::Usage(format!(
+                "destination {} is given twice",
+                d.target.to_string_lossy()
+            )));
+        }
+        if let Place::Local { path } = &d.place {
+            if is_inside(path, &source.root) {
+                return Err(Error::Usage(format!(
+                    "destination {} is inside SOURCE {}: each sync would change \
+                     the source and start another; choose a directory outside it",
+                    path.display(),
+                    source.root.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `p` is `dir` or below it, once the existing part of `p` is
+/// resolved (so a symlink into the source is caught too).
+pub fn is_inside(p: &Path, dir: &Path) -> bool {
+    let mut existing = p.to_path_buf();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (
+            existing.file_name().map(OsStr::to_os_string),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut resolved = std::fs::canonicalize(&existing).unwrap_or(existing);
+    for name in rest.into_iter().rev() {
+        resolved.push(name);
+    }
+    resolved.starts_with(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inside_checks_resolve_symlinks_and_missing_tails() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::os::unix::fs::symlink(&src, t.path().join("link")).unwrap();
+        let src = std::fs::canonicalize(&src).unwrap();
+        assert!(is_inside(&src, &src));
+        assert!(is_inside(&t.path().join("src/a/b"), &src));
+        assert!(is_inside(&t.path().join("link/new"), &src));
+        assert!(!is_inside(&t.path().join("srcx"), &src));
+    }
+}

@@ -1,0 +1,99 @@
+//! Error types of the library, split the way an operator acts on them.
+//!
+//! Fatal errors ([`Error`]) stop the daemon or the command with a message
+//! that names what is wrong and where: a bad argument, a store that cannot
+//! be opened, a lock held by another instance, the watched root gone. The
+//! recoverable ones (a failed rsync run, a commit that hit a full disk) are
+//! handled where they happen, by retrying, and only show up in logs and in
+//! `queue inspect`; they have their own small types next to the code that
+//! retries them. Messages are lower-case sentences without a final period,
+//! so they read well after "syncd: error: ".
+
+use std::io;
+use std::path::PathBuf;
+
+/// A record in the store could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("corrupt {what} record: {reason}")]
+    Decode { what: &'static str, reason: String },
+    #[error("corrupt {what} record: {extra} trailing bytes")]
+    Trailing { what: &'static str, extra: usize },
+}
+
+/// Everything that ends a syncd command.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A command-line argument or a config value is wrong.
+    #[error("{0}")]
+    Usage(String),
+
+    /// An I/O error on a path the operator gave or syncd owns.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+
+    /// Another syncd holds the state directory.
+    #[error(
+        "another syncd (pid {pid}) is running on this state directory: it \
+         holds the lock on {}; stop it first, or give a different --state-dir",
+        path.display()
+    )]
+    Locked { path: PathBuf, pid: String },
+
+    /// The store exists but cannot be used as it is.
+    #[error(
+        "cannot open the queue store at {}: {reason}{hint}",
+        path.display()
+    )]
+    Store {
+        path: PathBuf,
+        reason: String,
+        hint: &'static str,
+    },
+
+    /// inotify refused to watch (limits) or failed.
+    #[error("{0}")]
+    Watch(String),
+
+    /// The watched root was moved, deleted or replaced.
+    #[error(
+        "the watched directory {} was {how}; syncd cannot follow it: \
+         restore it and start syncd again (a full sync runs at start)",
+        path.display()
+    )]
+    RootLost { path: PathBuf, how: &'static str },
+
+    /// The daemon's control socket or a request over it failed.
+    #[error("{0}")]
+    Control(String),
+}
+
+impl Error {
+    /// Builds an [`Error::Io`] from a path and what was being done to it.
+    pub fn io(what: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            what,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The process exit status for this error: 2 for usage errors (as clap
+    /// uses), 3 for a held lock, 4 for store problems, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => 2,
+            Error::Locked { .. } => 3,
+            Error::Store { .. } => 4,
+            _ => 1,
+        }
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,206 @@
+//! The changeset optimizer: pure code that turns the raw entries of one or
+//! many windows into the smallest canonical set that syncs the same mirror.
+//!
+//! It owns the rules of DESIGN.md: drop invalid paths, keep one entry per
+//! path with the strongest kind, drop everything at or below an entry that
+//! covers its subtree, and collapse to one full sync when the set is huge.
+//! It does no I/O, so it is unit-tested, property-tested and fuzzed; the
+//! run-time facts (does the path exist, is it a directory) are `classify`'s.
+//! It sorts once and sweeps once: O(n log n) in the number of entries.
+
+use crate::changeset::{is_below, path_cmp, valid_path, Entry, Kind};
+
+/// Past this many entries after pruning, a changeset becomes one full sync
+/// of the root: a recursive rsync of the whole tree is then about as cheap
+/// as the list, and the record stays small.
+pub const DEFAULT_FULL_SYNC_THRESHOLD: usize = 200_000;
+
+/// Returns the canonical form of `entries`: valid paths only, sorted in
+/// [`path_cmp`] order, one entry per path (the strongest kind), nothing at or
+/// below a path whose kind covers its subtree, and `[Tree(root)]` when more
+/// than `threshold` entries would remain.
+pub fn optimize(mut entries: Vec<Entry>, threshold: usize) -> Vec<Entry> {
+    entries.retain(|e| valid_path(&e.path));
+    // Equal paths end up adjacent with the strongest kind first, so the
+    // sweep keeps the first of each run.
+    entries.sort_unstable_by(|a, b| path_cmp(&a.path, &b.path).then(b.kind.cmp(&a.kind)));
+    let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
+    // The last kept entry that covers its subtree. Because of the order,
+    // once the sweep leaves its subtree it never comes back.
+    let mut cover: Option<usize> = None;
+    for e in entries {
+        if let Some(last) = out.last() {
+            if last.path == e.path {
+                continue;
+            }
+        }
+        if let Some(i) = cover {
+            if is_below(&e.path, &out[i].path) {
+                continue;
+            }
+        }
+        if e.kind.subsumes_children() {
+            cover = Some(out.len());
+        }
+        out.push(e);
+    }
+    if out.len() > threshold {
+        return vec![Entry::full()];
+    }
+    out
+}
+
+/// Whether `entries` is already canonical: what [`optimize`] would return
+/// for it, below any threshold. Used by tests and the fuzz targets.
+pub fn is_canonical(entries: &[Entry]) -> bool {
+    let mut cover: Option<&[u8]> = None;
+    for (i, e) in entries.iter().enumerate() {
+        if !valid_path(&e.path) {
+            return false;
+        }
+        if i > 0 && path_cmp(&entries[i - 1].path, &e.path).is_ge() {
+            return false;
+        }
+        if let Some(c) = cover {
+            if is_below(&e.path, c) {
+                return false;
+            }
+        }
+        if e.kind.subsumes_children() {
+            cover = Some(&e.path);
+        }
+    }
+    true
+}
+
+/// Counts entries by kind, for logs: `(files, gone, trees, attrs)`.
+pub fn tally(entries: &[Entry]) -> (usize, usize, usize, usize) {
+    let mut t = (0, 0, 0, 0);
+    for e in entries {
+        match e.kind {
+            Kind::File => t.0 += 1,
+            Kind::Gone => t.1 += 1,
+            Kind::Tree => t.2 += 1,
+            Kind::Attrs => t.3 += 1,
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Kind::*;
+
+    fn e(kind: Kind, p: &str) -> Entry {
+        Entry::new(kind, p.as_bytes())
+    }
+
+    fn opt(v: Vec<Entry>) -> Vec<Entry> {
+        optimize(v, DEFAULT_FULL_SYNC_THRESHOLD)
+    }
+
+    #[test]
+    fn dedupes_and_keeps_the_strongest_kind() {
+        let out = opt(vec![
+            e(File, "a"),
+            e(Gone, "a"),
+            e(File, "a"),
+            e(Attrs, "d"),
+            e(Tree, "d"),
+        ]);
+        assert_eq!(out, vec![e(File, "a"), e(Tree, "d")]);
+    }
+
+    #[test]
+    fn a_tree_absorbs_everything_below_it() {
+        let out = opt(vec![
+            e(File, "new/a/b/f"),
+            e(Tree, "new/a"),
+            e(Tree, "new"),
+            e(Attrs, "new/a/b"),
+            e(Gone, "new/x"),
+            e(File, "newer"),
+        ]);
+        assert_eq!(out, vec![e(Tree, "new"), e(File, "newer")]);
+    }
+
+    #[test]
+    fn only_the_topmost_missing_path_is_listed() {
+        let out = opt(vec![
+            e(Gone, "t/a/b/f"),
+            e(Gone, "t/a"),
+            e(Gone, "t/a/b"),
+            e(Gone, "t"),
+        ]);
+        assert_eq!(out, vec![e(Gone, "t")]);
+    }
+
+    #[test]
+    fn attrs_does_not_absorb_its_children() {
+        let out = opt(vec![e(File, "d/f"), e(Attrs, "d"), e(Attrs, "d/sub")]);
+        assert_eq!(out, vec![e(Attrs, "d"), e(File, "d/f"), e(Attrs, "d/sub")]);
+    }
+
+    #[test]
+    fn prefix_without_separator_is_not_a_parent() {
+        let out = opt(vec![
+            e(Tree, "foo"),
+            e(File, "foobar"),
+            e(File, "foo bar"),
+            e(File, "foo/x"),
+        ]);
+        assert_eq!(
+            out,
+            vec![e(Tree, "foo"), e(File, "foo bar"), e(File, "foobar")]
+        );
+    }
+
+    #[test]
+    fn a_full_sync_absorbs_everything() {
+        let out = opt(vec![e(File, "a"), Entry::full(), e(Attrs, "")]);
+        assert_eq!(out, vec![Entry::full()]);
+    }
+
+    #[test]
+    fn invalid_paths_are_dropped() {
+        let out = opt(vec![
+            e(File, "../etc/passwd"),
+            e(File, "/abs"),
+            e(File, "a//b"),
+            e(File, "ok"),
+        ]);
+        assert_eq!(out, vec![e(File, "ok")]);
+    }
+
+    #[test]
+    fn huge_sets_collapse_to_a_full_sync() {
+        let v: Vec<Entry> = (0..11).map(|i| e(File, &format!("f{i}"))).collect();
+        assert_eq!(optimize(v.clone(), 10), vec![Entry::full()]);
+        assert_eq!(optimize(v, 11).len(), 11);
+    }
+
+    #[test]
+    fn output_is_canonical_and_idempotent() {
+        let raw = vec![
+            e(File, "b/c"),
+            e(Gone, "a"),
+            e(Attrs, "b"),
+            e(File, "a/x"),
+            e(Tree, "c"),
+            e(File, "c/d"),
+            e(File, "b c"),
+            e(File, "b/c"),
+        ];
+        let once = opt(raw);
+        assert!(is_canonical(&once));
+        assert_eq!(opt(once.clone()), once);
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_survive() {
+        let p = b"dir/\xff\xfe name\n".to_vec();
+        let out = opt(vec![Entry::new(File, p.clone())]);
+        assert_eq!(out, vec![Entry::new(File, p)]);
+    }
+}

@@ -1,0 +1,254 @@
+//! The watcher stage: inotify through `notify`, and what each raw event
+//! means for the mirror.
+//!
+//! notify runs its callback on its only thread; blocking there overflows the
+//! kernel queue, so the callback is a send on an unbounded crossbeam
+//! channel and all interpretation happens in the main loop, in
+//! [`interpret`]. The rules follow `research/rust-crates.md` §1: an
+//! overflow (an event with `need_rescan()`, which has no paths) becomes a
+//! full sync; a new or moved-in directory becomes a `Tree`, because notify
+//! never reports files created in it before its watch existed; opens are
+//! ignored (rsync itself reads the source); the root moved or deleted is
+//! fatal. Symlinks are never followed.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+use notify::{Config, Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+
+use crate::changeset::{Entry, Kind};
+use crate::error::{Error, Result};
+
+/// What one raw event asks of the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A path to sync.
+    Entry(Entry),
+    /// Events were lost (kernel queue overflow): sync the whole tree.
+    Rescan,
+    /// The watched root itself was moved or deleted.
+    RootLost(&'static str),
+    /// inotify reported an error; the message says what to do.
+    Error(String),
+}
+
+/// The raw events notify delivers.
+pub type RawEvent = notify::Result<Event>;
+
+/// A running recursive watch; dropping it stops notify's thread.
+pub struct Watcher {
+    _inner: RecommendedWatcher,
+}
+
+/// Starts watching `root` recursively, sending raw events to `tx`.
+pub fn start(root: &Path, tx: crossbeam_channel::Sender<RawEvent>) -> Result<Watcher> {
+    let config = Config::default().with_follow_symlinks(false);
+    let mut w = RecommendedWatcher::new(tx, config).map_err(|e| Error::Watch(explain(&e, root)))?;
+    if let Err(e) = w.watch(root, RecursiveMode::Recursive) {
+        // Watches added before the failure are not rolled back by notify;
+        // dropping the watcher releases them.
+        drop(w);
+        return Err(Error::Watch(explain(&e, root)));
+    }
+    Ok(Watcher { _inner: w })
+}
+
+/// An operator-facing explanation of a notify error, naming the sysctl to
+/// raise when a limit was hit.
+pub fn explain(e: &notify::Error, root: &Path) -> String {
+    let at = e
+        .paths
+        .first()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| root.display().to_string());
+    match &e.kind {
+        notify::ErrorKind::MaxFilesWatch => format!(
+            "out of inotify watches while watching {at}: raise the limit with \
+             `sysctl fs.inotify.max_user_watches=N` (one watch per directory)"
+        ),
+        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::EMFILE) => format!(
+            "too many inotify instances for this user: raise the limit with \
+             `sysctl fs.inotify.max_user_instances=N`"
+        ),
+        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => format!(
+            "out of inotify watches while watching {at}: raise the limit with \
+             `sysctl fs.inotify.max_user_watches=N` (one watch per directory)"
+        ),
+        other => format!("inotify error at {at}: {other:?}"),
+    }
+}
+
+/// Interprets one raw event against the watched `root`.
+pub fn interpret(root: &Path, ev: RawEvent) -> Vec<Change> {
+    let ev = match ev {
+        Ok(ev) => ev,
+        Err(e) => {
+            let mut out = vec![Change::Error(explain(&e, root))];
+            // A directory that could not be watched is synced whole once, so
+            // its current content is not lost; later changes in it are not
+            // seen, which the error says.
+            out.extend(
+                e.paths
+                    .iter()
+                    .filter_map(|p| rel(root, p))
+                    .map(|p| Change::Entry(Entry::new(Kind::Tree, p))),
+            );
+            return out;
+        }
+    };
+    if ev.need_rescan() {
+        return vec![Change::Rescan];
+    }
+    let mut out = Vec::new();
+    for p in &ev.paths {
+        if p == root {
+            match ev.kind {
+                EventKind::Remove(_) => out.push(Change::RootLost("deleted")),
+                EventKind::Modify(ModifyKind::Name(RenameMode::From))
+                | EventKind::Modify(ModifyKind::Name(RenameMode::Any)) => {
+                    if !root.is_dir() {
+                        out.push(Change::RootLost("moved away"));
+                    }
+                }
+                EventKind::Modify(ModifyKind::Metadata(_)) => {
+                    out.push(Change::Entry(Entry::new(Kind::Attrs, Vec::new())))
+                }
+                _ => {}
+            }
+            continue;
+        }
+        let Some(r) = rel(root, p) else { continue };
+        if let Some(kind) = kind_of(&ev.kind, p) {
+            out.push(Change::Entry(Entry::new(kind, r)));
+        }
+    }
+    out
+}
+
+/// The entry kind of an event on a path below the root, or `None` for
+/// events that change nothing (opens, reads, the third event of a rename).
+fn kind_of(kind: &EventKind, p: &Path) -> Option<Kind> {
+    Some(match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Kind::File,
+        EventKind::Access(_) => return None,
+        EventKind::Create(CreateKind::Folder) => Kind::Tree,
+        EventKind::Create(CreateKind::File) => Kind::File,
+        EventKind::Create(_) => on_disk(p, Kind::Tree, Kind::File),
+        EventKind::Modify(ModifyKind::Data(_)) => Kind::File,
+        EventKind::Modify(ModifyKind::Metadata(_)) => on_disk(p, Kind::Attrs, Kind::File),
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => Kind::Gone,
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => on_disk(p, Kind::Tree, Kind::File),
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => return None,
+        EventKind::Modify(_) => on_disk(p, Kind::Tree, Kind::File),
+        EventKind::Remove(_) => Kind::Gone,
+        EventKind::Any | EventKind::Other => on_disk(p, Kind::Tree, Kind::File),
+    })
+}
+
+/// `if_dir` when `p` is a directory now, `Gone` when it is missing, else
+/// `otherwise`. The event does not say which, so one `lstat` decides.
+fn on_disk(p: &Path, if_dir: Kind, otherwise: Kind) -> Kind {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => if_dir,
+        Ok(_) => otherwise,
+        Err(_) => Kind::Gone,
+    }
+}
+
+/// `p` relative to `root` as bytes, or `None` when it is not below it.
+pub fn rel(root: &Path, p: &Path) -> Option<Vec<u8>> {
+    let r = p.strip_prefix(root).ok()?;
+    let b = r.as_os_str().as_bytes();
+    if b.is_empty() {
+        return None;
+    }
+    Some(b.to_vec())
+}
+
+/// The absolute path of a root-relative one.
+pub fn abs(root: &Path, rel: &[u8]) -> PathBuf {
+    root.join(std::ffi::OsStr::from_bytes(rel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{DataChange, Flag, MetadataKind, RemoveKind};
+
+    fn ev(kind: EventKind, paths: &[&str]) -> RawEvent {
+        let mut e = Event::new(kind);
+        for p in paths {
+            e = e.add_path(PathBuf::from(p));
+        }
+        Ok(e)
+    }
+
+    fn entry(k: Kind, p: &str) -> Change {
+        Change::Entry(Entry::new(k, p.as_bytes()))
+    }
+
+    #[test]
+    fn overflow_is_a_rescan_even_without_paths() {
+        let e = Event::new(EventKind::Other).set_flag(Flag::Rescan);
+        assert_eq!(interpret(Path::new("/r"), Ok(e)), vec![Change::Rescan]);
+    }
+
+    #[test]
+    fn common_events_map_to_entries() {
+        let r = Path::new("/nonexistent-root");
+        let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert_eq!(
+            interpret(r, ev(close, &["/nonexistent-root/a"])),
+            vec![entry(Kind::File, "a")]
+        );
+        let open = EventKind::Access(AccessKind::Open(AccessMode::Any));
+        assert!(interpret(r, ev(open, &["/nonexistent-root/a"])).is_empty());
+        let mkdir = EventKind::Create(CreateKind::Folder);
+        assert_eq!(
+            interpret(r, ev(mkdir, &["/nonexistent-root/d"])),
+            vec![entry(Kind::Tree, "d")]
+        );
+        let from = EventKind::Modify(ModifyKind::Name(RenameMode::From));
+        assert_eq!(
+            interpret(r, ev(from, &["/nonexistent-root/o"])),
+            vec![entry(Kind::Gone, "o")]
+        );
+        let both = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        assert!(interpret(r, ev(both, &["/nonexistent-root/o", "/nonexistent-root/n"])).is_empty());
+        let write = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        assert_eq!(
+            interpret(r, ev(write, &["/nonexistent-root/x/\u{1}"])),
+            vec![entry(Kind::File, "x/\u{1}")]
+        );
+        let rm = EventKind::Remove(RemoveKind::File);
+        assert_eq!(interpret(r, ev(rm, &["/elsewhere/x"])), vec![]);
+    }
+
+    #[test]
+    fn metadata_on_a_directory_is_attrs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("f"), b"x").unwrap();
+        let k = EventKind::Modify(ModifyKind::Metadata(MetadataKind::Permissions));
+        let d = dir.path().join("d");
+        let f = dir.path().join("f");
+        let out = interpret(dir.path(), Ok(Event::new(k).add_path(d).add_path(f)));
+        assert_eq!(out, vec![entry(Kind::Attrs, "d"), entry(Kind::File, "f")]);
+    }
+
+    #[test]
+    fn the_root_deleted_or_moved_is_fatal() {
+        let r = Path::new("/nonexistent-root");
+        let rm = EventKind::Remove(RemoveKind::Folder);
+        assert_eq!(
+            interpret(r, ev(rm, &["/nonexistent-root"])),
+            vec![Change::RootLost("deleted")]
+        );
+        let from = EventKind::Modify(ModifyKind::Name(RenameMode::From));
+        assert_eq!(
+            interpret(r, ev(from, &["/nonexistent-root"])),
+            vec![Change::RootLost("moved away")]
+        );
+    }
+}

@@ -1,0 +1,455 @@
+//! The worker stage: one thread per destination that drains its queue
+//! through rsync and acknowledges only what rsync delivered.
+//!
+//! A worker takes the oldest pending changesets (merging a backlog into one
+//! run, bounded by an entry budget), re-optimizes them as one set,
+//! classifies every path against the live source, and runs rsync at most
+//! twice. On success it removes exactly the changesets it ran, in one
+//! batch. On failure nothing is removed: it backs off exponentially with
+//! jitter up to a cap and tries again, forever, unless the failure is of a
+//! kind that cannot fix itself, in which case the changesets move to the
+//! dead-letter tree after a few attempts, loudly, so they neither vanish nor
+//! block the queue. A destination that is down never slows the others:
+//! workers share nothing but the store.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+
+use crate::changeset::{Entry, Kind};
+use crate::classify::{classify, RootGone};
+use crate::location::{Destination, Source};
+use crate::optimize::{optimize, tally};
+use crate::record::{DeadLetter, DestStatus};
+use crate::rsync::{self, Class, Control, Outcome, RsyncOptions, Run};
+use crate::store::{now_ms, Store};
+
+/// Messages from the main loop to a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmd {
+    /// New changesets were committed.
+    Wake,
+    /// End any running rsync and return.
+    Stop,
+}
+
+/// A destination's settings as a worker needs them.
+#[derive(Debug, Clone)]
+pub struct DestConfig {
+    pub dest: Destination,
+    pub rsync: RsyncOptions,
+}
+
+/// Settings shared by all workers.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Entries merged into one run at most (a backlog is drained in runs
+    /// of about this size).
+    pub batch_entries: usize,
+    /// The optimizer's full-sync threshold.
+    pub full_threshold: usize,
+    /// First retry delay; doubled per failure up to `backoff_max`.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Attempts before a fatal failure moves changesets to dead letters.
+    pub dead_after: u32,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> WorkerSettings {
+        WorkerSettings {
+            batch_entries: 100_000,
+            full_threshold: crate::optimize::DEFAULT_FULL_SYNC_THRESHOLD,
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            dead_after: 3,
+        }
+    }
+}
+
+/// What a destination is doing, for `status` and live `queue inspect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Nothing pending.
+    InSync,
+    /// rsync is running.
+    Syncing,
+    /// The last run failed; the next attempt is at the given Unix ms.
+    BackingOff { until_ms: u64 },
+    /// The worker stopped.
+    Stopped,
+}
+
+impl State {
+    pub fn word(&self) -> &'static str {
+        match self {
+            State::InSync => "in_sync",
+            State::Syncing => "syncing",
+            State::BackingOff { .. } => "backing_off",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+/// Live status of one worker, shared with the main loop.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub state: State,
+    pub persisted: DestStatus,
+    /// Consecutive failed attempts of the current batch.
+    pub attempts: u32,
+}
+
+/// A running worker.
+pub struct Handle {
+    pub name: String,
+    pub live: Arc<Mutex<Live>>,
+    pub tx: crossbeam_channel::Sender<Cmd>,
+    pub thread: JoinHandle<()>,
+}
+
+/// Starts the worker thread of `cfg`.
+pub fn spawn(
+    cfg: DestConfig,
+    source: Arc<Source>,
+    store: Arc<Store>,
+    settings: WorkerSettings,
+) -> crate::error::Result<Handle> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let target = cfg.dest.target.clone();
+    let mut persisted = store.status(std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()));
+    persisted.name = cfg.dest.name.clone();
+    let live = Arc::new(Mutex::new(Live {
+        state: State::InSync,
+        persisted,
+        attempts: 0,
+    }));
+    let w = Worker {
+        queue: store.queue(&target)?,
+        dead: store.dead(&target)?,
+        cfg,
+        source,
+        store,
+        settings,
+        live: live.clone(),
+        rx,
+    };
+    let name = w.cfg.dest.name.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("worker {name}"))
+        .spawn(move || w.main())
+        .map_err(|e| {
+            crate::error::Error::io("cannot start a worker thread for", name.clone(), e)
+        })?;
+    Ok(Handle {
+        name: w_name(&live),
+        live,
+        tx,
+        thread,
+    })
+}
+
+fn w_name(live: &Arc<Mutex<Live>>) -> String {
+    live.lock()
+        .map(|l| l.persisted.name.clone())
+        .unwrap_or_default()
+}
+
+struct Worker {
+    cfg: DestConfig,
+    source: Arc<Source>,
+    store: Arc<Store>,
+    queue: sled::Tree,
+    dead: sled::Tree,
+    settings: WorkerSettings,
+    live: Arc<Mutex<Live>>,
+    rx: Receiver<Cmd>,
+}
+
+/// Why the worker loop ends.
+struct Stopped;
+
+impl Worker {
+    fn main(self) {
+        let _ = self.run_loop();
+        self.set_state(State::Stopped);
+    }
+
+    fn run_loop(&self) -> Result<(), Stopped> {
+        loop {
+            self.drain_wakes()?;
+            let pending = match self.store.pending(&self.queue, self.settings.batch_entries) {
+                Ok(p) => p,
+                Err(e) => {
+                    log::error!("[{}] cannot read the queue: {e}", self.name());
+                    self.sleep(self.settings.backoff_max)?;
+                    continue;
+                }
+            };
+            if pending.is_empty() {
+                self.set_state(State::InSync);
+                match self.rx.recv() {
+                    Ok(Cmd::Wake) => continue,
+                    Ok(Cmd::Stop) | Err(_) => return Err(Stopped),
+                }
+            }
+            let seqs: Vec<u64> = pending.iter().map(|p| p.seq).collect();
+            let mut raw: Vec<Entry> = Vec::new();
+            for p in &pending {
+                match (&p.changeset, &p.corrupt) {
+                    (Some(cs), _) => raw.extend(cs.entries.iter().cloned()),
+                    (None, why) => {
+                        log::error!(
+                            "[{}] queued changeset {} is unreadable ({}); syncing the whole tree instead",
+                            self.name(),
+                            p.seq,
+                            why.as_deref().unwrap_or("?")
+                        );
+                        raw.push(Entry::full());
+                    }
+                }
+            }
+            let merged = optimize(raw, self.settings.full_threshold);
+            self.set_state(State::Syncing);
+            let result = self.sync(&merged)?;
+            self.finish(&pending, &seqs, result)?;
+        }
+    }
+
+    /// Runs rsync for `entries`; `Ok(None)` on success.
+    fn sync(&self, entries: &[Entry]) -> Result<Option<Outcome>, Stopped> {
+        let classified = match classify(&self.source, entries) {
+            Ok(c) => optimize(c, self.settings.full_threshold),
+            Err(RootGone) => {
+                return Ok(Some(Outcome {
+                    code: None,
+                    class: Class::Retry,
+                    summary: format!(
+                        "the source {} is not a directory; not syncing, since that would empty the mirror",
+                        self.source.root.display()
+                    ),
+                    elapsed: Duration::ZERO,
+                }))
+            }
+        };
+        let (main, attrs) = rsync::split(&classified);
+        let (f, g, t, a) = tally(&classified);
+        let started = Instant::now();
+        for (run, list) in [(Run::Main, main), (Run::Attrs, attrs)] {
+            if list.is_empty() {
+                continue;
+            }
+            let args = rsync::argv(run, &self.source, &self.cfg.dest, &self.cfg.rsync);
+            let input = rsync::list(&self.source, &list);
+            log::debug!(
+                "[{}] running rsync {:?} with {} entries",
+                self.name(),
+                args,
+                list.len()
+            );
+            let mut stop = false;
+            let out =
+                rsync::run(
+                    &self.cfg.rsync.program,
+                    &args,
+                    input,
+                    self.name(),
+                    |_pid| match self.rx.try_recv() {
+                        Ok(Cmd::Stop) | Err(TryRecvError::Disconnected) => {
+                            stop = true;
+                            Control::Abort("syncd is stopping".into())
+                        }
+                        _ => Control::Continue,
+                    },
+                );
+            if stop {
+                return Err(Stopped);
+            }
+            if out.code == Some(24) {
+                log::warn!("[{}] some source files vanished during the run (rsync 24); their own events sync them", self.name());
+            }
+            if out.class != Class::Success {
+                return Ok(Some(out));
+            }
+        }
+        log::info!(
+            "[{}] synced {} entries (files {f}, gone {g}, trees {t}, attrs {a}) in {:.2}s",
+            self.name(),
+            classified.len(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(None)
+    }
+
+    fn finish(
+        &self,
+        pending: &[crate::store::Pending],
+        seqs: &[u64],
+        failure: Option<Outcome>,
+    ) -> Result<(), Stopped> {
+        let target =
+            std::os::unix::ffi::OsStrExt::as_bytes(self.cfg.dest.target.as_os_str()).to_vec();
+        let Some(out) = failure else {
+            if let Err(e) = self.store.ack(&self.queue, seqs) {
+                log::error!(
+                    "[{}] cannot acknowledge {} changesets: {e}; they will be synced again",
+                    self.name(),
+                    seqs.len()
+                );
+            }
+            let st = self.update(|l| {
+                l.attempts = 0;
+                l.persisted.runs += 1;
+                l.persisted.last_success_ms = Some(now_ms());
+            });
+            let _ = self.store.put_status(&target, &st);
+            return Ok(());
+        };
+        let attempts = self.live.lock().map(|l| l.attempts + 1).unwrap_or(1);
+        let st = self.update(|l| {
+            l.attempts = attempts;
+            l.persisted.runs += 1;
+            l.persisted.failures += 1;
+            l.persisted.last_error = Some(out.summary.clone());
+            l.persisted.last_error_ms = Some(now_ms());
+        });
+        let _ = self.store.put_status(&target, &st);
+        if out.class == Class::Fatal && attempts >= self.settings.dead_after {
+            self.bury(pending, &out, attempts);
+            self.update(|l| l.attempts = 0);
+            return Ok(());
+        }
+        let delay = backoff(
+            self.settings.backoff_min,
+            self.settings.backoff_max,
+            attempts,
+        );
+        log::warn!(
+            "[{}] attempt {attempts} failed: {}; {} changesets stay queued; retrying in {:.1}s",
+            self.name(),
+            out.summary,
+            seqs.len(),
+            delay.as_secs_f64()
+        );
+        self.set_state(State::BackingOff {
+            until_ms: now_ms() + delay.as_millis() as u64,
+        });
+        self.sleep(delay)
+    }
+
+    fn bury(&self, pending: &[crate::store::Pending], out: &Outcome, attempts: u32) {
+        let letters: Vec<(u64, DeadLetter)> = pending
+            .iter()
+            .map(|p| {
+                let changeset = p.changeset.clone().unwrap_or(crate::changeset::Changeset {
+                    created_ms: now_ms(),
+                    entries: vec![Entry::new(Kind::Tree, Vec::new())],
+                });
+                (
+                    p.seq,
+                    DeadLetter {
+                        changeset,
+                        error: out.summary.clone(),
+                        attempts,
+                        dead_since_ms: now_ms(),
+                    },
+                )
+            })
+            .collect();
+        match self.store.bury(&self.queue, &self.dead, &letters) {
+            Ok(()) => log::error!(
+                "[{}] {} changesets moved to dead letters after {attempts} attempts: {}; \
+                 fix the cause, then run `syncd queue retry --dest {}`",
+                self.name(),
+                letters.len(),
+                out.summary,
+                self.name()
+            ),
+            Err(e) => log::error!(
+                "[{}] cannot move changesets to dead letters: {e}",
+                self.name()
+            ),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.cfg.dest.name
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Live)) -> DestStatus {
+        match self.live.lock() {
+            Ok(mut l) => {
+                f(&mut l);
+                l.persisted.clone()
+            }
+            Err(_) => DestStatus::default(),
+        }
+    }
+
+    fn set_state(&self, s: State) {
+        self.update(|l| l.state = s);
+    }
+
+    fn drain_wakes(&self) -> Result<(), Stopped> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(Cmd::Wake) => continue,
+                Ok(Cmd::Stop) | Err(TryRecvError::Disconnected) => return Err(Stopped),
+                Err(TryRecvError::Empty) => return Ok(()),
+            }
+        }
+    }
+
+    /// Waits `d`, returning early only to stop.
+    fn sleep(&self, d: Duration) -> Result<(), Stopped> {
+        let until = Instant::now() + d;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(Cmd::Wake) => continue,
+                Err(RecvTimeoutError::Timeout) => return Ok(()),
+                Ok(Cmd::Stop) | Err(RecvTimeoutError::Disconnected) => return Err(Stopped),
+            }
+        }
+    }
+}
+
+/// The delay before attempt `attempts + 1`: `min · 2^(attempts-1)`, capped
+/// at `max`, with up to 25% of jitter removed so that destinations that
+/// failed together do not retry in lock-step.
+pub fn backoff(min: Duration, max: Duration, attempts: u32) -> Duration {
+    let exp = min.saturating_mul(1u32 << attempts.saturating_sub(1).min(20));
+    let d = exp.min(max);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let seed =
+        (nanos as u64 ^ (std::process::id() as u64) << 17).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let frac = (seed >> 40) as f64 / (1u64 << 24) as f64; // 0..1
+    d.mul_f64(1.0 - 0.25 * frac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped_with_jitter() {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        let b1 = backoff(min, max, 1);
+        assert!(b1 <= min && b1 >= min.mul_f64(0.75), "{b1:?}");
+        let b3 = backoff(min, max, 3);
+        assert!(
+            b3 <= Duration::from_secs(4) && b3 >= Duration::from_secs(3),
+            "{b3:?}"
+        );
+        let b30 = backoff(min, max, 30);
+        assert!(b30 <= max && b30 >= max.mul_f64(0.75), "{b30:?}");
+    }
+}
