@@ -105,19 +105,21 @@ pub fn run(cfg: RunConfig) -> Result<()> {
     let mut window = Aggregator::new(cfg.delay, cfg.window_cap, cfg.workers.full_threshold);
     let result = main_loop(&cfg, &fs_rx, &sig_rx, &mut window, &mut committer);
 
-    // Shutdown: the watcher first, so no new events; then the open window.
+    // Shutdown: the watcher first, so no new events; then the workers, so
+    // the last window is committed but not started (the next start replays
+    // it); then the open window.
     drop(watcher);
-    while let Ok(ev) = fs_rx.try_recv() {
-        absorb(&cfg, ev, &mut window);
-    }
-    if !window.is_empty() {
-        committer.flush_on_exit(&mut window);
-    }
     for w in &workers {
         let _ = w.tx.send(worker::Cmd::Stop);
     }
     for w in workers {
         let _ = w.thread.join();
+    }
+    while let Ok(ev) = fs_rx.try_recv() {
+        absorb(&cfg, ev, &mut window);
+    }
+    if !window.is_empty() {
+        committer.flush_on_exit(&mut window);
     }
     if committer.all_committed() {
         store.mark_clean()?;

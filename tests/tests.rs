@@ -1,1 +1,7 @@
-//! Integration tests.
+//! The one integration-test binary: every module drives the real `syncd`
+//! binary against real rsync (and, for remote destinations, a real sshd and
+//! rsync daemon on loopback).
+
+mod util;
+
+mod core;

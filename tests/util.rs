@@ -1,0 +1,381 @@
+//! Test helpers: a temporary tree with `src/`, `dst/` and `state/`, the real
+//! `syncd` binary started as a child and ended by the test that started it,
+//! and an exact mirror comparison (names as bytes, types, contents, modes,
+//! symlink targets).
+
+#![allow(dead_code)]
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The syncd binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_syncd")
+}
+
+/// A temporary work directory, removed on drop (unless SYNCD_KEEP_TEST_DIRS
+/// is set, for debugging).
+pub struct Dir {
+    pub tmp: Option<tempfile::TempDir>,
+    pub root: PathBuf,
+}
+
+impl Dir {
+    /// A fresh directory with empty `src/` and `dst/`.
+    pub fn new() -> Dir {
+        let tmp = tempfile::Builder::new()
+            .prefix("syncd-test-")
+            .tempdir()
+            .expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        fs::create_dir(root.join("src")).unwrap();
+        fs::create_dir(root.join("dst")).unwrap();
+        let keep = std::env::var_os("SYNCD_KEEP_TEST_DIRS").is_some();
+        Dir {
+            tmp: if keep {
+                let _ = tmp.keep();
+                None
+            } else {
+                Some(tmp)
+            },
+            root,
+        }
+    }
+
+    pub fn src(&self) -> PathBuf {
+        self.root.join("src")
+    }
+
+    pub fn dst(&self) -> PathBuf {
+        self.root.join("dst")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    /// `src/` joined with a relative path given as bytes (any name).
+    pub fn s(&self, rel: impl AsRef<[u8]>) -> PathBuf {
+        self.src().join(OsStr::from_bytes(rel.as_ref()))
+    }
+
+    /// Writes a file under `src/`, creating parents.
+    pub fn write(&self, rel: impl AsRef<[u8]>, data: impl AsRef<[u8]>) {
+        let p = self.s(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, data).unwrap();
+    }
+
+    /// The default arguments of `syncd run` for this tree: the `src/./`
+    /// virtual root (so DEST mirrors SOURCE's content), the state dir, a
+    /// short window and quick retries.
+    pub fn run_args(&self, delay: &str) -> Vec<OsString> {
+        let mut src = self.src().into_os_string();
+        src.push("/./");
+        vec![
+            "run".into(),
+            "--state-dir".into(),
+            self.state().into(),
+            "--delay".into(),
+            delay.into(),
+            "--backoff-max".into(),
+            "1".into(),
+            src,
+            self.dst().into(),
+        ]
+    }
+
+    /// Starts the daemon with [`Dir::run_args`] plus `extra` (before the
+    /// positionals).
+    pub fn start(&self, delay: &str, extra: &[&str]) -> Daemon {
+        let mut a = self.run_args(delay);
+        let pos = a.len() - 2;
+        for (i, e) in extra.iter().enumerate() {
+            a.insert(pos + i, e.into());
+        }
+        Daemon::start(&a, &self.root.join(format!("syncd-{}.log", unique())))
+    }
+
+    /// Waits until `dst/` is an exact mirror of `src/`.
+    pub fn wait_mirror(&self, within: Duration) {
+        wait_mirror(&self.src(), &self.dst(), within)
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A syncd daemon started by a test. Dropping it kills it (SIGKILL) if it
+/// still runs, so a failing test never leaves one behind.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(args: &[OsString], log: &Path) -> Daemon {
+        let f = fs::File::create(log).unwrap();
+        let child = Command::new(bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .expect("start syncd");
+        Daemon {
+            child: Some(child),
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str, within: Duration) {
+        let t = Instant::now();
+        while t.elapsed() < within {
+            if self.log().contains(needle) {
+                return;
+            }
+            if let Some(st) = self.try_status() {
+                panic!(
+                    "syncd exited ({st}) before logging {needle:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "syncd did not log {needle:?} within {within:?}; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Whether the daemon exited, with its status.
+    pub fn try_status(&self) -> Option<ExitStatus> {
+        // try_wait needs &mut; peek at /proc instead to keep &self.
+        let pid = self.child.as_ref()?.id();
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        if stat.split_whitespace().nth(2) == Some("Z") {
+            use std::os::unix::process::ExitStatusExt;
+            return Some(ExitStatus::from_raw(0));
+        }
+        None
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill on the pid of our own child.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// SIGTERM, then waits for the exit (at most 20 s) and returns the status.
+    pub fn stop(mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait(Duration::from_secs(20))
+    }
+
+    /// Waits for the daemon to exit on its own.
+    pub fn wait(&mut self, within: Duration) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let t = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if t.elapsed() > within {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("syncd did not exit within {within:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, like a crash.
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            if std::thread::panicking() {
+                eprintln!("--- syncd log ({}) ---\n{}", self.log.display(), self.log());
+            }
+        }
+    }
+}
+
+/// Runs `syncd ARGS` to completion.
+pub fn syncd(args: &[&OsStr]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run syncd")
+}
+
+/// `syncd queue inspect --json --state-dir DIR` parsed.
+pub fn inspect(state: &Path) -> serde_json::Value {
+    let out = syncd(&[
+        "queue".as_ref(),
+        "inspect".as_ref(),
+        "--json".as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "inspect failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("inspect prints JSON")
+}
+
+/// One node of a tree as compared.
+#[derive(Debug, PartialEq, Eq)]
+enum Node {
+    Dir { mode: u32 },
+    File { mode: u32, data: Vec<u8> },
+    Link(PathBuf),
+    Other,
+}
+
+fn scan(root: &Path) -> std::collections::BTreeMap<Vec<u8>, Node> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![(PathBuf::new(), root.to_path_buf())];
+    while let Some((rel, abs)) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&abs) else { continue };
+        for e in rd.flatten() {
+            let r = rel.join(e.file_name());
+            let p = e.path();
+            let Ok(m) = fs::symlink_metadata(&p) else {
+                continue;
+            };
+            let key = r.as_os_str().as_bytes().to_vec();
+            let node = if m.file_type().is_symlink() {
+                Node::Link(fs::read_link(&p).unwrap_or_default())
+            } else if m.is_dir() {
+                stack.push((r, p));
+                Node::Dir {
+                    mode: m.permissions().mode() & 0o7777,
+                }
+            } else if m.is_file() {
+                let mut data = Vec::new();
+                if let Ok(mut f) = fs::File::open(&p) {
+                    let _ = f.read_to_end(&mut data);
+                }
+                Node::File {
+                    mode: m.permissions().mode() & 0o7777,
+                    data,
+                }
+            } else {
+                Node::Other
+            };
+            out.insert(key, node);
+        }
+    }
+    out
+}
+
+/// The differences between two trees, one line each (empty: exact mirror).
+pub fn mirror_diff(src: &Path, dst: &Path) -> Vec<String> {
+    let a = scan(src);
+    let b = scan(dst);
+    let mut d = Vec::new();
+    let esc = |k: &[u8]| k.escape_ascii().to_string();
+    for (k, v) in &a {
+        match b.get(k) {
+            None => d.push(format!("missing in dst: {}", esc(k))),
+            Some(w) if w != v => d.push(format!("differs: {} ({})", esc(k), short(v, w))),
+            _ => {}
+        }
+    }
+    for k in b.keys() {
+        if !a.contains_key(k) {
+            d.push(format!("extra in dst: {}", esc(k)));
+        }
+    }
+    d
+}
+
+fn short(a: &Node, b: &Node) -> String {
+    match (a, b) {
+        (Node::File { mode: m1, data: d1 }, Node::File { mode: m2, data: d2 }) => {
+            format!(
+                "mode {m1:o}/{m2:o}, {} vs {} bytes, same={}",
+                d1.len(),
+                d2.len(),
+                d1 == d2
+            )
+        }
+        _ => format!("{a:?} vs {b:?}").chars().take(200).collect(),
+    }
+}
+
+/// Waits until `dst` mirrors `src` exactly; panics with the differences.
+pub fn wait_mirror(src: &Path, dst: &Path, within: Duration) {
+    let t = Instant::now();
+    loop {
+        let d = mirror_diff(src, dst);
+        if d.is_empty() {
+            return;
+        }
+        if t.elapsed() > within {
+            let n = d.len();
+            let head: Vec<_> = d.into_iter().take(20).collect();
+            panic!(
+                "no exact mirror after {within:?}: {n} differences, first:\n{}",
+                head.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Asserts the mirror stays different for `d`, e.g. while a destination is
+/// unwritable; returns the differences seen at the end.
+pub fn still_differs(src: &Path, dst: &Path, d: Duration) -> Vec<String> {
+    std::thread::sleep(d);
+    let diff = mirror_diff(src, dst);
+    assert!(
+        !diff.is_empty(),
+        "dst became a mirror although it should not have"
+    );
+    diff
+}
+
+/// Counts the files (not dirs) in a tree.
+pub fn count_files(root: &Path) -> usize {
+    scan(root)
+        .values()
+        .filter(|n| matches!(n, Node::File { .. }))
+        .count()
+}
+
+/// The inode of a path, to tell replaced files apart.
+pub fn ino(p: &Path) -> u64 {
+    fs::symlink_metadata(p).map(|m| m.ino()).unwrap_or(0)
+}
