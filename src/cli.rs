@@ -74,6 +74,11 @@ pub struct RunArgs {
     /// A start after an unclean stop always runs it.
     #[arg(short = 'i', long)]
     pub no_initial_sync: bool,
+    /// Move the queue store aside (to STATE/db.broken-TIME) and start with an
+    /// empty one and a full sync: the recovery for a damaged store. The
+    /// full sync makes the mirror complete, so nothing is lost.
+    #[arg(long)]
+    pub reset_queue: bool,
 }
 
 /// Where the queue, the lock and the control socket live.

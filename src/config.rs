@@ -25,6 +25,8 @@ pub struct RunConfig {
     pub state_dir: PathBuf,
     pub delay: Duration,
     pub initial_sync: bool,
+    /// Move the store aside first (`--reset-queue`).
+    pub reset_queue: bool,
     pub workers: WorkerSettings,
     /// Early-flush cap of the window, in optimized entries.
     pub window_cap: usize,
@@ -107,6 +109,7 @@ impl RunConfig {
             state_dir,
             delay,
             initial_sync: !a.no_initial_sync,
+            reset_queue: a.reset_queue,
             workers,
             window_cap: 50_000,
         })

@@ -11,19 +11,17 @@
 //! workers (ending their rsync children), marks a clean shutdown, and
 //! returns.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
 
 use crate::aggregate::Aggregator;
-use crate::changeset::{Changeset, Entry};
+use crate::changeset::Entry;
 use crate::commit::Committer;
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
-use crate::store::{now_ms, Store};
+use crate::pipeline::Pipeline;
 use crate::watch::{self, Change, RawEvent};
-use crate::worker;
 
 /// Everything that can wake the main loop.
 enum Event {
@@ -38,62 +36,44 @@ pub fn run(cfg: RunConfig) -> Result<()> {
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(|e| Error::io("cannot create the state directory", &cfg.state_dir, e))?;
     let lock = crate::lock::acquire(&cfg.state_dir)?;
+    // Handlers first: a SIGTERM during a long start-up (a big store takes
+    // seconds to open) then ends the daemon cleanly once it is up.
+    let sig_rx = signals()?;
     let program = &cfg.dests[0].rsync.program;
     let version = crate::rsync::check_program(program).map_err(Error::Usage)?;
     log::debug!("using {version}");
-    let store = Arc::new(Store::open(&cfg.state_dir)?);
-    let clean = store.was_clean()?;
-    if let Some(old) = store.swap_source(&cfg.source.root)? {
-        log::warn!(
-            "this state directory replicated {} before, now {}; pending paths are read from the new source",
-            old.display(),
-            cfg.source.root.display()
-        );
+    if cfg.reset_queue {
+        if let Some(to) = crate::store::move_aside(&cfg.state_dir)? {
+            log::warn!(
+                "--reset-queue: moved the store to {}; a full sync rebuilds the mirror",
+                to.display()
+            );
+        }
     }
-    store.mark_running()?;
-    let queues = cfg
-        .dests
-        .iter()
-        .map(|d| store.queue(&d.dest.target))
-        .collect::<Result<Vec<_>>>()?;
-    let mut committer = Committer::new(store.clone(), queues);
+    let (mut pipe, clean) = Pipeline::open(&cfg)?;
+    let clean = clean && !cfg.reset_queue;
 
     let (fs_tx, fs_rx) = crossbeam_channel::unbounded();
     let watcher = watch::start(&cfg.source.root, fs_tx)?;
-    let sig_rx = signals()?;
 
     if cfg.initial_sync || !clean {
-        let why = if clean {
-            "start-up"
-        } else {
-            "the last stop was not clean"
+        let why = match (clean, cfg.reset_queue) {
+            (_, true) => "the queue was reset",
+            (true, _) => "start-up",
+            (false, _) => "the last stop was not clean",
         };
         log::info!("queueing a full sync ({why})");
-        let full = Changeset {
-            created_ms: now_ms(),
-            entries: vec![Entry::full()],
-        };
-        committer.commit_now(&full)?;
+        pipe.queue_full_sync()?;
     }
     for d in &cfg.dests {
-        let n = store.queue(&d.dest.target)?.len();
+        let n = pipe.store().queue(&d.dest.target)?.len();
         log::info!(
             "destination {} = {} ({n} changesets pending)",
             d.dest.name,
             d.dest.target.to_string_lossy()
         );
     }
-    let mut workers = Vec::new();
-    for d in &cfg.dests {
-        let w = worker::spawn(
-            d.clone(),
-            Arc::new(cfg.source.clone()),
-            store.clone(),
-            cfg.workers.clone(),
-        )?;
-        workers.push(w);
-    }
-    committer.set_wakers(workers.iter().map(|w| w.tx.clone()).collect());
+    pipe.start_workers(&cfg)?;
     log::info!(
         "watching {} (window {:.3}s, state {}, lock {})",
         cfg.source.root.display(),
@@ -103,30 +83,82 @@ pub fn run(cfg: RunConfig) -> Result<()> {
     );
 
     let mut window = Aggregator::new(cfg.delay, cfg.window_cap, cfg.workers.full_threshold);
-    let result = main_loop(&cfg, &fs_rx, &sig_rx, &mut window, &mut committer);
+    let mut committer = Committer::new();
+    let mut pipe = Some(pipe);
+    let result = main_loop(
+        &cfg,
+        &fs_rx,
+        &sig_rx,
+        &mut window,
+        &mut committer,
+        &mut pipe,
+    );
 
     // Shutdown: the watcher first, so no new events; then the workers, so
     // the last window is committed but not started (the next start replays
     // it); then the open window.
     drop(watcher);
-    for w in &workers {
-        let _ = w.tx.send(worker::Cmd::Stop);
-    }
-    for w in workers {
-        let _ = w.thread.join();
+    if let Some(p) = pipe.as_mut() {
+        p.stop_workers();
     }
     while let Ok(ev) = fs_rx.try_recv() {
         absorb(&cfg, ev, &mut window);
     }
-    if !window.is_empty() {
-        committer.flush_on_exit(&mut window);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !window.is_empty() {
+        try_commit(&cfg, &mut window, &mut committer, &mut pipe, false);
+        if window.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            committer.lost_on_exit(window.len());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
-    if committer.all_committed() {
-        store.mark_clean()?;
+    if let Some(p) = pipe.as_ref() {
+        if committer.all_committed() {
+            p.store().mark_clean()?;
+        }
     }
     log::info!("stopped");
+    drop(pipe);
     drop(lock);
     result
+}
+
+/// Commits the window, first rebuilding the pipeline when the last commit
+/// failed (a poisoned store) or it could not be rebuilt before.
+fn try_commit(
+    cfg: &RunConfig,
+    window: &mut Aggregator,
+    committer: &mut Committer,
+    pipe: &mut Option<Pipeline>,
+    with_workers: bool,
+) {
+    if committer.failing() || pipe.is_none() {
+        *pipe = match pipe.take() {
+            Some(p) => p.reopen(cfg),
+            None => Pipeline::open(cfg).and_then(|(mut p, _)| {
+                log::warn!("reopened the store at {}", p.store().path().display());
+                if with_workers {
+                    p.start_workers(cfg)?;
+                }
+                Ok(p)
+            }),
+        }
+        .map_err(|e| log::debug!("the store cannot be reopened yet: {e}"))
+        .ok();
+        if let (Some(p), false) = (pipe.as_mut(), with_workers) {
+            p.stop_workers();
+        }
+    }
+    match pipe.as_ref() {
+        Some(p) => {
+            committer.commit_window(p, window);
+        }
+        None => committer.postpone(),
+    }
 }
 
 fn main_loop(
@@ -135,6 +167,7 @@ fn main_loop(
     sig_rx: &Receiver<i32>,
     window: &mut Aggregator,
     committer: &mut Committer,
+    pipe: &mut Option<Pipeline>,
 ) -> Result<()> {
     loop {
         let now = Instant::now();
@@ -171,7 +204,7 @@ fn main_loop(
         }
         let now = Instant::now();
         if window.due(now) && committer.may_try(now) {
-            committer.commit_window(window);
+            try_commit(cfg, window, committer, pipe, true);
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod location;
 pub mod lock;
 pub mod logger;
 pub mod optimize;
+pub mod pipeline;
 pub mod record;
 pub mod rsync;
 pub mod store;

@@ -52,6 +52,24 @@ pub struct Pending {
     pub corrupt: Option<String>,
 }
 
+/// Moves a damaged store aside (to `db.broken-<unix time>`), so the next
+/// open starts empty. Returns where it went, or `None` when there was no
+/// store. The caller must hold the state directory's lock.
+pub fn move_aside(state_dir: &Path) -> Result<Option<PathBuf>> {
+    let db = db_path(state_dir);
+    if !db.exists() {
+        return Ok(None);
+    }
+    let mut to = state_dir.join(format!("db.broken-{}", now_ms() / 1000));
+    let mut n = 1;
+    while to.exists() {
+        n += 1;
+        to = state_dir.join(format!("db.broken-{}-{n}", now_ms() / 1000));
+    }
+    std::fs::rename(&db, &to).map_err(|e| Error::io("cannot move the store aside", &db, e))?;
+    Ok(Some(to))
+}
+
 /// The path of the database inside a state directory.
 pub fn db_path(state_dir: &Path) -> PathBuf {
     state_dir.join("db")
@@ -92,6 +110,16 @@ impl Store {
                 ));
             }
         };
+        // sled recovers the longest valid prefix of its log and opens a
+        // truncated or overwritten file as an empty database. A store that
+        // existed but has no schema version lost its data that way; taking it
+        // for a new one would hide the loss, so it is refused.
+        if existed && migrations::version(&db).ok().flatten().is_none() {
+            return Err(store_err(
+                "it exists but holds no schema version, so it is truncated or corrupt".into(),
+                RESET_HINT,
+            ));
+        }
         let outcome = migrations::migrate(&db).map_err(|e| {
             let hint = match e {
                 migrations::Error::Newer { .. } => "",

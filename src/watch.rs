@@ -62,21 +62,25 @@ pub fn explain(e: &notify::Error, root: &Path) -> String {
         .first()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| root.display().to_string());
+    let enospc =
+        matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::ENOSPC));
     match &e.kind {
-        notify::ErrorKind::MaxFilesWatch => format!(
-            "out of inotify watches while watching {at}: raise the limit with \
-             `sysctl fs.inotify.max_user_watches=N` (one watch per directory)"
-        ),
-        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::EMFILE) => format!(
+        notify::ErrorKind::MaxFilesWatch => watches_hint(&at),
+        _ if enospc => watches_hint(&at),
+        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::EMFILE) => {
             "too many inotify instances for this user: raise the limit with \
              `sysctl fs.inotify.max_user_instances=N`"
-        ),
-        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => format!(
-            "out of inotify watches while watching {at}: raise the limit with \
-             `sysctl fs.inotify.max_user_watches=N` (one watch per directory)"
-        ),
+                .to_string()
+        }
         other => format!("inotify error at {at}: {other:?}"),
     }
+}
+
+fn watches_hint(at: &str) -> String {
+    format!(
+        "out of inotify watches while watching {at}: raise the limit with \
+         `sysctl fs.inotify.max_user_watches=N` (one watch per directory)"
+    )
 }
 
 /// Interprets one raw event against the watched `root`.
@@ -105,11 +109,10 @@ pub fn interpret(root: &Path, ev: RawEvent) -> Vec<Change> {
         if p == root {
             match ev.kind {
                 EventKind::Remove(_) => out.push(Change::RootLost("deleted")),
-                EventKind::Modify(ModifyKind::Name(RenameMode::From))
-                | EventKind::Modify(ModifyKind::Name(RenameMode::Any)) => {
-                    if !root.is_dir() {
-                        out.push(Change::RootLost("moved away"));
-                    }
+                EventKind::Modify(ModifyKind::Name(RenameMode::From | RenameMode::Any))
+                    if !root.is_dir() =>
+                {
+                    out.push(Change::RootLost("moved away"))
                 }
                 EventKind::Modify(ModifyKind::Metadata(_)) => {
                     out.push(Change::Entry(Entry::new(Kind::Attrs, Vec::new())))

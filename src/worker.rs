@@ -292,6 +292,15 @@ impl Worker {
         let target =
             std::os::unix::ffi::OsStrExt::as_bytes(self.cfg.dest.target.as_os_str()).to_vec();
         let Some(out) = failure else {
+            // Logged before the ack, so a crash between the two can only make
+            // the log claim less than the store holds, never more.
+            log::debug!(
+                "[{}] acking changesets {}..{} ({} in all)",
+                self.name(),
+                seqs.first().copied().unwrap_or(0),
+                seqs.last().copied().unwrap_or(0),
+                seqs.len()
+            );
             if let Err(e) = self.store.ack(&self.queue, seqs) {
                 log::error!(
                     "[{}] cannot acknowledge {} changesets: {e}; they will be synced again",

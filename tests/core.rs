@@ -5,7 +5,6 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -143,28 +142,6 @@ fn tricky_names_replicate_exactly() {
     }
     dir.wait_mirror(T);
     assert!(d.stop().success());
-}
-
-/// Makes a directory immutable (root cannot write into it either) until
-/// dropped.
-struct Immutable<'a>(&'a Path);
-
-impl<'a> Immutable<'a> {
-    fn new(p: &'a Path) -> Immutable<'a> {
-        let st = Command::new("chattr")
-            .arg("+i")
-            .arg(p)
-            .status()
-            .expect("chattr");
-        assert!(st.success(), "chattr +i failed");
-        Immutable(p)
-    }
-}
-
-impl Drop for Immutable<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-i").arg(self.0).status();
-    }
 }
 
 #[test]

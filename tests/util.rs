@@ -379,3 +379,97 @@ pub fn count_files(root: &Path) -> usize {
 pub fn ino(p: &Path) -> u64 {
     fs::symlink_metadata(p).map(|m| m.ino()).unwrap_or(0)
 }
+
+/// A small deterministic random generator (xorshift64*), so a failing
+/// randomized test can be replayed from the seed it prints.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from `SYNCD_TEST_SEED` when set, else from the clock.
+    pub fn from_env(name: &str) -> Rng {
+        let seed = std::env::var("SYNCD_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("{name}: SYNCD_TEST_SEED={seed}");
+        Rng(seed | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// Picks one element.
+    pub fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len() as u64) as usize]
+    }
+}
+
+/// Writes an executable rsync wrapper at `path` that appends one line per
+/// run (the Unix time in ms) to `count`, then runs the real rsync with the
+/// same arguments. With `fail_flag` present, it adds an option rsync does
+/// not know, so the real rsync fails with a usage error (exit 1).
+pub fn rsync_wrapper(path: &Path, count: &Path, fail_flag: &Path) {
+    let script = format!(
+        "#!/bin/sh\n\
+         echo \"$(date +%s%3N)\" >> '{}'\n\
+         if [ -e '{}' ]; then exec rsync --syncd-test-no-such-option \"$@\"; fi\n\
+         exec rsync \"$@\"\n",
+        count.display(),
+        fail_flag.display()
+    );
+    fs::write(path, script).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The start times (Unix ms) of the rsync runs a wrapper counted.
+pub fn rsync_runs(count: &Path) -> Vec<u64> {
+    fs::read_to_string(count)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Makes a directory immutable (root cannot write into it either) until
+/// dropped.
+pub struct Immutable(PathBuf);
+
+impl Immutable {
+    pub fn new(p: &Path) -> Immutable {
+        let st = Command::new("chattr")
+            .arg("+i")
+            .arg(p)
+            .status()
+            .expect("chattr");
+        assert!(st.success(), "chattr +i failed");
+        Immutable(p.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}

@@ -1,0 +1,130 @@
+//! The durable half of the daemon: the store and the workers that drain it,
+//! built together and, when the store fails, rebuilt together.
+//!
+//! sled 0.34 poisons a database after an I/O error (a full disk on the
+//! state directory): every later operation on that handle fails with the
+//! same error, even once space returns. Recovery therefore means stopping
+//! the workers, dropping every handle, and opening the store again, which
+//! replays its log up to the last good write. The daemon keeps the open
+//! window in memory meanwhile, so nothing is lost; this module owns that
+//! teardown and rebuild, and the main loop only asks for it.
+
+use std::sync::Arc;
+
+use crate::changeset::{Changeset, Entry};
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+use crate::store::{now_ms, Store};
+use crate::worker;
+
+/// The store, its queues, and the workers running on it.
+pub struct Pipeline {
+    store: Arc<Store>,
+    queues: Vec<sled::Tree>,
+    workers: Vec<worker::Handle>,
+}
+
+impl Pipeline {
+    /// Opens the store and its queues; workers start with
+    /// [`Pipeline::start_workers`]. Also returns whether the last stop was
+    /// clean.
+    pub fn open(cfg: &RunConfig) -> Result<(Pipeline, bool)> {
+        let store = Arc::new(Store::open(&cfg.state_dir)?);
+        let clean = store.was_clean()?;
+        if let Some(old) = store.swap_source(&cfg.source.root)? {
+            log::warn!(
+                "this state directory replicated {} before, now {}; pending paths are read from \
+                 the new source",
+                old.display(),
+                cfg.source.root.display()
+            );
+        }
+        store.mark_running()?;
+        let queues = cfg
+            .dests
+            .iter()
+            .map(|d| store.queue(&d.dest.target))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((
+            Pipeline {
+                store,
+                queues,
+                workers: Vec::new(),
+            },
+            clean,
+        ))
+    }
+
+    /// The open store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The running workers.
+    pub fn workers(&self) -> &[worker::Handle] {
+        &self.workers
+    }
+
+    /// Commits `cs` into every queue (one transaction, then a flush) and
+    /// wakes the workers.
+    pub fn commit(&self, cs: &Changeset) -> Result<u64, sled::Error> {
+        let seq = self.store.commit(&self.queues, cs)?;
+        for w in &self.workers {
+            let _ = w.tx.send(worker::Cmd::Wake);
+        }
+        Ok(seq)
+    }
+
+    /// Commits a full sync of the root, now; a failure is fatal (start-up).
+    pub fn queue_full_sync(&self) -> Result<u64> {
+        let full = Changeset {
+            created_ms: now_ms(),
+            entries: vec![Entry::full()],
+        };
+        let seq = self.commit(&full).map_err(|e| Error::Store {
+            path: self.store.path().to_path_buf(),
+            reason: format!("cannot commit: {e}"),
+            hint: "",
+        })?;
+        log::debug!("committed changeset {seq}: 1 entries (full sync)");
+        Ok(seq)
+    }
+
+    /// Starts one worker per destination.
+    pub fn start_workers(&mut self, cfg: &RunConfig) -> Result<()> {
+        let source = Arc::new(cfg.source.clone());
+        for d in &cfg.dests {
+            let w = worker::spawn(
+                d.clone(),
+                source.clone(),
+                self.store.clone(),
+                cfg.workers.clone(),
+            )?;
+            self.workers.push(w);
+        }
+        Ok(())
+    }
+
+    /// Stops every worker (ending a running rsync) and waits for them. What
+    /// they were running stays queued.
+    pub fn stop_workers(&mut self) {
+        for w in &self.workers {
+            let _ = w.tx.send(worker::Cmd::Stop);
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.thread.join();
+        }
+    }
+
+    /// Tears everything down and opens the store again with fresh workers.
+    /// Every handle of the old database is dropped first: sled locks its
+    /// files, and a poisoned handle never heals.
+    pub fn reopen(mut self, cfg: &RunConfig) -> Result<Pipeline> {
+        self.stop_workers();
+        drop(self);
+        let (mut p, _) = Pipeline::open(cfg)?;
+        p.start_workers(cfg)?;
+        log::warn!("reopened the store at {}", p.store.path().display());
+        Ok(p)
+    }
+}
