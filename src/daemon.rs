@@ -54,7 +54,7 @@ pub fn run(cfg: RunConfig) -> Result<()> {
     let clean = clean && !cfg.reset_queue;
 
     let (fs_tx, fs_rx) = crossbeam_channel::unbounded();
-    let watcher = watch::start(&cfg.source.root, fs_tx)?;
+    let mut watch = watch::Watch::start(&cfg.source.root, fs_tx)?;
 
     if cfg.initial_sync || !clean {
         let why = match (clean, cfg.reset_queue) {
@@ -92,17 +92,18 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         &mut window,
         &mut committer,
         &mut pipe,
+        &mut watch,
     );
 
     // Shutdown: the watcher first, so no new events; then the workers, so
     // the last window is committed but not started (the next start replays
     // it); then the open window.
-    drop(watcher);
+    watch.stop();
     if let Some(p) = pipe.as_mut() {
         p.stop_workers();
     }
     while let Ok(ev) = fs_rx.try_recv() {
-        absorb(&cfg, ev, &mut window);
+        absorb(&cfg, ev, &mut window, None);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while !window.is_empty() {
@@ -168,10 +169,16 @@ fn main_loop(
     window: &mut Aggregator,
     committer: &mut Committer,
     pipe: &mut Option<Pipeline>,
+    watch: &mut watch::Watch,
 ) -> Result<()> {
     loop {
         let now = Instant::now();
-        let wake = [window.deadline(), committer.retry_at()]
+        if watch.next_rescan().is_some_and(|t| now >= t) {
+            log::warn!("part of the tree is not watched (inotify limits): periodic full sync");
+            window.add(Entry::full(), now);
+            watch.rescanned(now);
+        }
+        let wake = [window.deadline(), committer.retry_at(), watch.next_rescan()]
             .into_iter()
             .flatten()
             .min();
@@ -188,7 +195,7 @@ fn main_loop(
         };
         match ev {
             Event::Fs(raw) => {
-                if let Some(lost) = absorb(cfg, raw, window) {
+                if let Some(lost) = absorb(cfg, raw, window, Some(&mut *watch)) {
                     return Err(lost);
                 }
             }
@@ -209,9 +216,15 @@ fn main_loop(
     }
 }
 
-/// Feeds one raw event into the window. Returns the fatal error when the
-/// root is lost.
-fn absorb(cfg: &RunConfig, raw: RawEvent, window: &mut Aggregator) -> Option<Error> {
+/// Feeds one raw event into the window, and rebuilds or degrades `watch`
+/// when the event says so (not during shutdown, when `watch` is `None`).
+/// Returns the fatal error when the root is lost or cannot be watched again.
+fn absorb(
+    cfg: &RunConfig,
+    raw: RawEvent,
+    window: &mut Aggregator,
+    mut watch: Option<&mut watch::Watch>,
+) -> Option<Error> {
     let now = Instant::now();
     for change in watch::interpret(&cfg.source.root, raw) {
         match change {
@@ -224,10 +237,28 @@ fn absorb(cfg: &RunConfig, raw: RawEvent, window: &mut Aggregator) -> Option<Err
                 window.add(e, now);
             }
             Change::Rescan => {
-                log::warn!("the inotify queue overflowed: events were lost; queueing a full sync");
+                log::warn!(
+                    "the inotify queue overflowed: events were lost; rebuilding the watch and \
+                     queueing a full sync (raise fs.inotify.max_queued_events if this repeats)"
+                );
                 window.add(Entry::full(), now);
+                if let Some(w) = watch.as_deref_mut() {
+                    if let Err(e) = w.rebuild() {
+                        return Some(e);
+                    }
+                }
             }
             Change::Error(msg) => log::error!("{msg}"),
+            Change::Limit(msg) => {
+                log::error!(
+                    "{msg}; until then the unwatched directories are synced whole now and by a \
+                     full sync every {}s",
+                    watch::DEGRADED_RESCAN.as_secs()
+                );
+                if let Some(w) = watch.as_deref_mut() {
+                    w.degrade();
+                }
+            }
             Change::RootLost(how) => {
                 return Some(Error::RootLost {
                     path: cfg.source.root.clone(),

@@ -31,6 +31,8 @@ pub enum Change {
     RootLost(&'static str),
     /// inotify reported an error; the message says what to do.
     Error(String),
+    /// A directory could not be watched because an inotify limit was hit.
+    Limit(String),
 }
 
 /// The raw events notify delivers.
@@ -39,6 +41,68 @@ pub type RawEvent = notify::Result<Event>;
 /// A running recursive watch; dropping it stops notify's thread.
 pub struct Watcher {
     _inner: RecommendedWatcher,
+}
+
+/// How often a degraded watch (some directories could not be watched
+/// because of inotify limits) gets a full sync instead.
+pub const DEGRADED_RESCAN: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The watch of the root, rebuilt after an overflow, and whether inotify
+/// limits left part of the tree unwatched.
+pub struct Watch {
+    root: PathBuf,
+    tx: crossbeam_channel::Sender<RawEvent>,
+    inner: Option<Watcher>,
+    /// Set when a directory could not be watched: changes in it are only
+    /// caught by the periodic full sync until syncd restarts with a higher
+    /// limit.
+    degraded_since: Option<std::time::Instant>,
+    last_rescan: Option<std::time::Instant>,
+}
+
+impl Watch {
+    /// Starts the recursive watch of `root`.
+    pub fn start(root: &Path, tx: crossbeam_channel::Sender<RawEvent>) -> Result<Watch> {
+        let inner = start(root, tx.clone())?;
+        Ok(Watch {
+            root: root.to_path_buf(),
+            tx,
+            inner: Some(inner),
+            degraded_since: None,
+            last_rescan: None,
+        })
+    }
+
+    /// Drops the watch set and walks the tree again. After an overflow
+    /// notify's watches can be stale: the creation of a directory may be
+    /// among the lost events, and then nothing in it is watched.
+    pub fn rebuild(&mut self) -> Result<()> {
+        self.inner = None;
+        self.inner = Some(start(&self.root, self.tx.clone())?);
+        Ok(())
+    }
+
+    /// Stops watching.
+    pub fn stop(&mut self) {
+        self.inner = None;
+    }
+
+    /// Records that part of the tree is not watched.
+    pub fn degrade(&mut self) {
+        self.degraded_since
+            .get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// When the next periodic full sync of a degraded watch is due.
+    pub fn next_rescan(&self) -> Option<std::time::Instant> {
+        let since = self.degraded_since?;
+        Some(self.last_rescan.unwrap_or(since) + DEGRADED_RESCAN)
+    }
+
+    /// Notes that the periodic full sync was queued.
+    pub fn rescanned(&mut self, now: std::time::Instant) {
+        self.last_rescan = Some(now);
+    }
 }
 
 /// Starts watching `root` recursively, sending raw events to `tx`.
@@ -88,7 +152,15 @@ pub fn interpret(root: &Path, ev: RawEvent) -> Vec<Change> {
     let ev = match ev {
         Ok(ev) => ev,
         Err(e) => {
-            let mut out = vec![Change::Error(explain(&e, root))];
+            let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
+                || matches!(&e.kind, notify::ErrorKind::Io(io)
+                    if matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EMFILE)));
+            let msg = explain(&e, root);
+            let mut out = vec![if limit {
+                Change::Limit(msg)
+            } else {
+                Change::Error(msg)
+            }];
             // A directory that could not be watched is synced whole once, so
             // its current content is not lost; later changes in it are not
             // seen, which the error says.
@@ -110,7 +182,7 @@ pub fn interpret(root: &Path, ev: RawEvent) -> Vec<Change> {
             match ev.kind {
                 EventKind::Remove(_) => out.push(Change::RootLost("deleted")),
                 EventKind::Modify(ModifyKind::Name(RenameMode::From | RenameMode::Any))
-                    if !root.is_dir() =>
+                    if !is_real_dir(root) =>
                 {
                     out.push(Change::RootLost("moved away"))
                 }
@@ -147,6 +219,12 @@ fn kind_of(kind: &EventKind, p: &Path) -> Option<Kind> {
         EventKind::Remove(_) => Kind::Gone,
         EventKind::Any | EventKind::Other => on_disk(p, Kind::Tree, Kind::File),
     })
+}
+
+/// Whether `p` is a directory itself, not a symlink to one: a root replaced
+/// by a symlink is a root lost.
+fn is_real_dir(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
 }
 
 /// `if_dir` when `p` is a directory now, `Gone` when it is missing, else

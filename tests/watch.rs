@@ -1,0 +1,224 @@
+//! The watcher on hostile trees: a kernel queue overflow, inotify limits,
+//! the root moved, deleted or replaced, symlinks, and directories renamed
+//! in, out and over each other.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::util::*;
+
+const T: Duration = Duration::from_secs(40);
+
+/// Tests that change machine-wide inotify sysctls run one at a time.
+static SYSCTL: Mutex<()> = Mutex::new(());
+
+/// Sets a sysctl under /proc/sys and restores the old value on drop.
+struct Sysctl {
+    path: &'static str,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(path: &'static str, value: &str) -> Sysctl {
+        let old = fs::read_to_string(path).unwrap();
+        fs::write(path, value).unwrap();
+        Sysctl { path, old }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = fs::write(self.path, self.old.trim());
+    }
+}
+
+#[test]
+fn a_kernel_queue_overflow_is_survived_and_the_watch_set_rebuilt() {
+    let _serial = SYSCTL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = Dir::new();
+    let small = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", "64");
+    let d = dir.start("0.5", &[]);
+    d.wait_log("watching", T);
+    // The queue size is read when the watcher is created: restore at once.
+    drop(small);
+    for i in 0..20 {
+        for j in 0..100 {
+            dir.write(format!("burst{i}/f{j}"), format!("{i}/{j}"));
+        }
+    }
+    d.wait_log("overflowed", T);
+    dir.wait_mirror(T);
+    // Directories created during the overflow are watched after the rebuild:
+    // a change inside them is seen without another overflow.
+    let before = d.log().matches("overflowed").count();
+    for i in 0..20 {
+        dir.write(format!("burst{i}/later"), "seen");
+    }
+    dir.wait_mirror(T);
+    assert_eq!(
+        d.log().matches("overflowed").count(),
+        before,
+        "the later changes came as events"
+    );
+    assert!(d.stop().success());
+}
+
+/// Runs `syncd ARGS` inside a user namespace whose inotify watch limit is
+/// `watches` (the limit is per namespace, so the machine's is untouched).
+fn unshared(
+    watches: u32,
+    args: &[std::ffi::OsString],
+    log: &std::path::Path,
+) -> std::process::Child {
+    let mut script = format!(
+        "echo {watches} > /proc/sys/user/max_inotify_watches && exec '{}'",
+        bin()
+    );
+    for a in args {
+        script.push_str(&format!(" '{}'", a.to_str().unwrap()));
+    }
+    let f = fs::File::create(log).unwrap();
+    Command::new("unshare")
+        .args([
+            "-U",
+            "-r",
+            "--fork",
+            "--kill-child=SIGTERM",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .expect("unshare")
+}
+
+#[test]
+fn out_of_watches_at_start_is_a_clear_error_naming_the_sysctl() {
+    let dir = Dir::new();
+    for i in 0..30 {
+        dir.write(format!("d{i}/f"), "x");
+    }
+    let log = dir.root.join("limit.log");
+    let mut child = unshared(10, &dir.run_args("0.2"), &log);
+    let st = child.wait().unwrap();
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(!st.success(), "{text}");
+    assert!(text.contains("fs.inotify.max_user_watches"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
+
+#[test]
+fn out_of_watches_at_run_time_is_logged_and_new_directories_still_reach_the_mirror() {
+    let dir = Dir::new();
+    let log = dir.root.join("limit.log");
+    let mut child = unshared(12, &dir.run_args("0.3"), &log);
+    let read = || fs::read_to_string(&log).unwrap_or_default();
+    let t = std::time::Instant::now();
+    while !read().contains("watching") {
+        assert!(t.elapsed() < T, "{}", read());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 0..30 {
+        dir.write(format!("n{i}/f"), "x");
+    }
+    dir.wait_mirror(T);
+    let text = read();
+    assert!(text.contains("fs.inotify.max_user_watches"), "{text}");
+    assert!(text.contains("full sync every"), "{text}");
+    // unshare's --kill-child ends syncd with it.
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn expect_fatal(dir: &Dir, d: Daemon, needle: &str) {
+    let mut d = d;
+    let st = d.wait(T);
+    assert_eq!(st.code(), Some(1), "{}", d.log());
+    assert!(d.log().contains(needle), "{}", d.log());
+    let _ = dir;
+}
+
+#[test]
+fn the_root_deleted_is_a_clear_fatal_error() {
+    let dir = Dir::new();
+    dir.write("keep/me", "1");
+    let d = dir.start("0.2", &[]);
+    d.wait_log("watching", T);
+    dir.wait_mirror(T);
+    Command::new("rm")
+        .arg("-rf")
+        .arg(dir.src())
+        .status()
+        .unwrap();
+    expect_fatal(&dir, d, "was deleted");
+}
+
+#[test]
+fn the_root_moved_away_is_a_clear_fatal_error() {
+    let dir = Dir::new();
+    dir.write("f", "1");
+    let d = dir.start("0.2", &[]);
+    d.wait_log("watching", T);
+    dir.wait_mirror(T);
+    fs::rename(dir.src(), dir.root.join("elsewhere")).unwrap();
+    expect_fatal(&dir, d, "was moved away");
+    assert!(dir.dst().join("f").exists(), "the mirror is not emptied");
+}
+
+#[test]
+fn the_root_replaced_by_a_symlink_is_a_clear_fatal_error() {
+    let dir = Dir::new();
+    dir.write("f", "1");
+    let d = dir.start("0.2", &[]);
+    d.wait_log("watching", T);
+    dir.wait_mirror(T);
+    fs::rename(dir.src(), dir.root.join("real")).unwrap();
+    symlink(dir.root.join("real"), dir.src()).unwrap();
+    expect_fatal(&dir, d, "was moved away");
+    assert!(dir.dst().join("f").exists(), "the mirror is not emptied");
+}
+
+#[test]
+fn directories_renamed_in_out_over_and_replaced_by_symlinks() {
+    let dir = Dir::new();
+    let outside = dir.root.join("outside");
+    for d in ["a", "b", "c", "s"] {
+        for i in 0..5 {
+            dir.write(format!("{d}/f{i}"), format!("{d}{i}"));
+        }
+    }
+    fs::create_dir(dir.s("empty")).unwrap();
+    let d = dir.start("0.3", &[]);
+    d.wait_log("watching", T);
+    dir.wait_mirror(T);
+
+    // In from outside, with content the watch never saw created.
+    fs::create_dir_all(outside.join("x/deep")).unwrap();
+    fs::write(outside.join("x/deep/f"), "from outside").unwrap();
+    fs::rename(outside.join("x"), dir.s("x")).unwrap();
+    // Out of the tree.
+    fs::rename(dir.s("a"), outside.join("a")).unwrap();
+    // Over an empty directory.
+    fs::rename(dir.s("b"), dir.s("empty")).unwrap();
+    dir.wait_mirror(T);
+
+    // A watched subdirectory replaced by a symlink to another one.
+    fs::rename(dir.s("s"), dir.s("s-real")).unwrap();
+    symlink("c", dir.s("s")).unwrap();
+    dir.wait_mirror(T);
+    assert!(fs::symlink_metadata(dir.dst().join("s"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+
+    // Changes inside a directory renamed in are seen.
+    dir.write("x/deep/g", "later");
+    dir.write("empty/f9", "in the renamed-over dir");
+    dir.wait_mirror(T);
+    assert!(d.stop().success());
+}
