@@ -54,7 +54,7 @@ pub fn run(cfg: RunConfig) -> Result<()> {
     let clean = clean && !cfg.reset_queue;
 
     let (fs_tx, fs_rx) = crossbeam_channel::unbounded();
-    let mut watch = watch::Watch::start(&cfg.source.root, fs_tx)?;
+    let mut watch = watch::Watch::start(&cfg.source.root, fs_tx, watch::exclude_nothing())?;
 
     if cfg.initial_sync || !clean {
         let why = match (clean, cfg.reset_queue) {
@@ -103,7 +103,7 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         p.stop_workers();
     }
     while let Ok(ev) = fs_rx.try_recv() {
-        absorb(&cfg, ev, &mut window, None);
+        absorb(&cfg, ev, &mut window, &mut watch, false);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while !window.is_empty() {
@@ -195,7 +195,7 @@ fn main_loop(
         };
         match ev {
             Event::Fs(raw) => {
-                if let Some(lost) = absorb(cfg, raw, window, Some(&mut *watch)) {
+                if let Some(lost) = absorb(cfg, raw, window, watch, true) {
                     return Err(lost);
                 }
             }
@@ -216,17 +216,18 @@ fn main_loop(
     }
 }
 
-/// Feeds one raw event into the window, and rebuilds or degrades `watch`
-/// when the event says so (not during shutdown, when `watch` is `None`).
-/// Returns the fatal error when the root is lost or cannot be watched again.
+/// Feeds one raw event into the window, and rebuilds or degrades the watch
+/// when the event says so (`live`; not during shutdown). Returns the fatal
+/// error when the root is lost or cannot be watched again.
 fn absorb(
     cfg: &RunConfig,
     raw: RawEvent,
     window: &mut Aggregator,
-    mut watch: Option<&mut watch::Watch>,
+    watch: &mut watch::Watch,
+    live: bool,
 ) -> Option<Error> {
     let now = Instant::now();
-    for change in watch::interpret(&cfg.source.root, raw) {
+    for change in watch.interpret(raw) {
         match change {
             Change::Entry(e) => {
                 log::trace!(
@@ -242,8 +243,8 @@ fn absorb(
                      queueing a full sync (raise fs.inotify.max_queued_events if this repeats)"
                 );
                 window.add(Entry::full(), now);
-                if let Some(w) = watch.as_deref_mut() {
-                    if let Err(e) = w.rebuild() {
+                if live {
+                    if let Err(e) = watch.rebuild() {
                         return Some(e);
                     }
                 }
@@ -255,9 +256,7 @@ fn absorb(
                      full sync every {}s",
                     watch::DEGRADED_RESCAN.as_secs()
                 );
-                if let Some(w) = watch.as_deref_mut() {
-                    w.degrade();
-                }
+                watch.degrade();
             }
             Change::RootLost(how) => {
                 return Some(Error::RootLost {

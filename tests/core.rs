@@ -14,10 +14,7 @@ const T: Duration = Duration::from_secs(30);
 
 /// Starts a daemon with a short window on an (initially synced) tree.
 fn started(dir: &Dir) -> Daemon {
-    let d = dir.start("0.3", &[]);
-    d.wait_log("watching", T);
-    dir.wait_mirror(T);
-    d
+    dir.start_synced("0.3", &[])
 }
 
 #[test]
@@ -330,9 +327,7 @@ fn bad_arguments_get_a_clear_error_and_exit_2() {
 #[test]
 fn sigterm_commits_the_open_window() {
     let dir = Dir::new();
-    let d = dir.start("3600", &[]);
-    d.wait_log("watching", T);
-    dir.wait_mirror(T);
+    let d = dir.start_synced("3600", &[]);
     dir.write("in-the-window", "w");
     std::thread::sleep(Duration::from_millis(300));
     assert!(d.stop().success());

@@ -200,9 +200,7 @@ fn a_full_state_disk_keeps_changes_in_memory_and_recovers_by_itself() {
     let dir = Dir::new();
     let state = dir.state();
     let _fs = Tmpfs::mount(&state, "4m");
-    let d = dir.start("0.3", &[]);
-    d.wait_log("watching", T);
-    dir.wait_mirror(T);
+    let d = dir.start_synced("0.3", &[]);
     // Fill the state directory's file system to the last byte.
     let filler = state.join("filler");
     let _ = Command::new("dd")
@@ -241,9 +239,7 @@ fn a_backlog_of_a_thousand_changesets_drains_in_at_most_two_runs() {
     let count = dir.root.join("runs");
     rsync_wrapper(&wrapper, &count, &dir.root.join("never"));
     let w = wrapper.to_str().unwrap();
-    let d = dir.start("0", &["--rsync", w]);
-    d.wait_log("watching", T);
-    dir.wait_mirror(T);
+    let d = dir.start_synced("0", &["--rsync", w]);
     let guard = Immutable::new(&dir.dst());
     for i in 0..1000 {
         dir.write(format!("b{}/f{i}", i % 10), format!("{i}"));
@@ -286,9 +282,7 @@ fn a_usage_error_moves_changesets_to_dead_letters_without_blocking_the_queue() {
     let wrapper = dir.root.join("rsync-wrapper");
     let flag = dir.root.join("fail");
     rsync_wrapper(&wrapper, &dir.root.join("runs"), &flag);
-    let d = dir.start("0.2", &["--rsync", wrapper.to_str().unwrap()]);
-    d.wait_log("watching", T);
-    dir.wait_mirror(T);
+    let d = dir.start_synced("0.2", &["--rsync", wrapper.to_str().unwrap()]);
     fs::write(&flag, "").unwrap();
     dir.write("doomed", "1");
     d.wait_log("moved to dead letters", T);
@@ -322,9 +316,7 @@ fn wait_until(within: Duration, mut f: impl FnMut() -> bool) {
 /// destination, then stops it cleanly: a store with pending changesets.
 fn store_with_backlog(dir: &Dir) {
     dir.write("base", "0");
-    let d = dir.start("0.2", &[]);
-    d.wait_log("watching", T);
-    dir.wait_mirror(T);
+    let d = dir.start_synced("0.2", &[]);
     let guard = Immutable::new(&dir.dst());
     dir.write("queued-a", "a");
     dir.write("queued-b/c", "c");

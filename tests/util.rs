@@ -102,6 +102,17 @@ impl Dir {
         Daemon::start(&a, &self.root.join(format!("syncd-{}.log", unique())))
     }
 
+    /// Starts the daemon and waits until its initial full sync finished (not
+    /// only until the files are there: rsync may still be running, and
+    /// would pick up a change a test makes next).
+    pub fn start_synced(&self, delay: &str, extra: &[&str]) -> Daemon {
+        let d = self.start(delay, extra);
+        d.wait_log("watching", Duration::from_secs(30));
+        self.wait_mirror(Duration::from_secs(30));
+        d.wait_log("] synced", Duration::from_secs(30));
+        d
+    }
+
     /// Waits until `dst/` is an exact mirror of `src/`.
     pub fn wait_mirror(&self, within: Duration) {
         wait_mirror(&self.src(), &self.dst(), within)

@@ -147,9 +147,7 @@ fn expect_fatal(dir: &Dir, d: Daemon, needle: &str) {
 fn the_root_deleted_is_a_clear_fatal_error() {
     let dir = Dir::new();
     dir.write("keep/me", "1");
-    let d = dir.start("0.2", &[]);
-    d.wait_log("watching", T);
-    dir.wait_mirror(T);
+    let d = dir.start_synced("0.2", &[]);
     Command::new("rm")
         .arg("-rf")
         .arg(dir.src())
@@ -162,9 +160,7 @@ fn the_root_deleted_is_a_clear_fatal_error() {
 fn the_root_moved_away_is_a_clear_fatal_error() {
     let dir = Dir::new();
     dir.write("f", "1");
-    let d = dir.start("0.2", &[]);
-    d.wait_log("watching", T);
-    dir.wait_mirror(T);
+    let d = dir.start_synced("0.2", &[]);
     fs::rename(dir.src(), dir.root.join("elsewhere")).unwrap();
     expect_fatal(&dir, d, "was moved away");
     assert!(dir.dst().join("f").exists(), "the mirror is not emptied");
@@ -174,9 +170,7 @@ fn the_root_moved_away_is_a_clear_fatal_error() {
 fn the_root_replaced_by_a_symlink_is_a_clear_fatal_error() {
     let dir = Dir::new();
     dir.write("f", "1");
-    let d = dir.start("0.2", &[]);
-    d.wait_log("watching", T);
-    dir.wait_mirror(T);
+    let d = dir.start_synced("0.2", &[]);
     fs::rename(dir.src(), dir.root.join("real")).unwrap();
     symlink(dir.root.join("real"), dir.src()).unwrap();
     expect_fatal(&dir, d, "was moved away");
@@ -193,9 +187,7 @@ fn directories_renamed_in_out_over_and_replaced_by_symlinks() {
         }
     }
     fs::create_dir(dir.s("empty")).unwrap();
-    let d = dir.start("0.3", &[]);
-    d.wait_log("watching", T);
-    dir.wait_mirror(T);
+    let d = dir.start_synced("0.3", &[]);
 
     // In from outside, with content the watch never saw created.
     fs::create_dir_all(outside.join("x/deep")).unwrap();

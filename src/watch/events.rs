@@ -1,24 +1,23 @@
-//! The watcher stage: inotify through `notify`, and what each raw event
-//! means for the mirror.
+//! What each raw inotify event means for the mirror.
 //!
-//! notify runs its callback on its only thread; blocking there overflows the
-//! kernel queue, so the callback is a send on an unbounded crossbeam
-//! channel and all interpretation happens in the main loop, in
-//! [`interpret`]. The rules follow `research/rust-crates.md` §1: an
-//! overflow (an event with `need_rescan()`, which has no paths) becomes a
-//! full sync; a new or moved-in directory becomes a `Tree`, because notify
-//! never reports files created in it before its watch existed; opens are
-//! ignored (rsync itself reads the source); the root moved or deleted is
-//! fatal. Symlinks are never followed.
+//! Pure rules, following `research/rust-crates.md` §1: an overflow (an event
+//! with `need_rescan()`, which has no paths) becomes a full sync; a new or
+//! moved-in directory becomes a `Tree`, because notify never reports files
+//! created in it before its watch existed; a close after writing, a write or
+//! a create is a `File`; a removal or a move away is `Gone`; opens are
+//! ignored (rsync itself reads the source, and notify's own walk opens
+//! directories); the third event of a rename (`Both`) is ignored because
+//! `From` and `To` already came; the root moved, deleted or replaced by a
+//! symlink is lost. The only file system access is one `lstat` where the
+//! event does not say whether the path is a directory.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
-use notify::{Config, Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+use notify::{Event, EventKind};
 
 use crate::changeset::{Entry, Kind};
-use crate::error::{Error, Result};
 
 /// What one raw event asks of the pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,86 +36,6 @@ pub enum Change {
 
 /// The raw events notify delivers.
 pub type RawEvent = notify::Result<Event>;
-
-/// A running recursive watch; dropping it stops notify's thread.
-pub struct Watcher {
-    _inner: RecommendedWatcher,
-}
-
-/// How often a degraded watch (some directories could not be watched
-/// because of inotify limits) gets a full sync instead.
-pub const DEGRADED_RESCAN: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// The watch of the root, rebuilt after an overflow, and whether inotify
-/// limits left part of the tree unwatched.
-pub struct Watch {
-    root: PathBuf,
-    tx: crossbeam_channel::Sender<RawEvent>,
-    inner: Option<Watcher>,
-    /// Set when a directory could not be watched: changes in it are only
-    /// caught by the periodic full sync until syncd restarts with a higher
-    /// limit.
-    degraded_since: Option<std::time::Instant>,
-    last_rescan: Option<std::time::Instant>,
-}
-
-impl Watch {
-    /// Starts the recursive watch of `root`.
-    pub fn start(root: &Path, tx: crossbeam_channel::Sender<RawEvent>) -> Result<Watch> {
-        let inner = start(root, tx.clone())?;
-        Ok(Watch {
-            root: root.to_path_buf(),
-            tx,
-            inner: Some(inner),
-            degraded_since: None,
-            last_rescan: None,
-        })
-    }
-
-    /// Drops the watch set and walks the tree again. After an overflow
-    /// notify's watches can be stale: the creation of a directory may be
-    /// among the lost events, and then nothing in it is watched.
-    pub fn rebuild(&mut self) -> Result<()> {
-        self.inner = None;
-        self.inner = Some(start(&self.root, self.tx.clone())?);
-        Ok(())
-    }
-
-    /// Stops watching.
-    pub fn stop(&mut self) {
-        self.inner = None;
-    }
-
-    /// Records that part of the tree is not watched.
-    pub fn degrade(&mut self) {
-        self.degraded_since
-            .get_or_insert_with(std::time::Instant::now);
-    }
-
-    /// When the next periodic full sync of a degraded watch is due.
-    pub fn next_rescan(&self) -> Option<std::time::Instant> {
-        let since = self.degraded_since?;
-        Some(self.last_rescan.unwrap_or(since) + DEGRADED_RESCAN)
-    }
-
-    /// Notes that the periodic full sync was queued.
-    pub fn rescanned(&mut self, now: std::time::Instant) {
-        self.last_rescan = Some(now);
-    }
-}
-
-/// Starts watching `root` recursively, sending raw events to `tx`.
-pub fn start(root: &Path, tx: crossbeam_channel::Sender<RawEvent>) -> Result<Watcher> {
-    let config = Config::default().with_follow_symlinks(false);
-    let mut w = RecommendedWatcher::new(tx, config).map_err(|e| Error::Watch(explain(&e, root)))?;
-    if let Err(e) = w.watch(root, RecursiveMode::Recursive) {
-        // Watches added before the failure are not rolled back by notify;
-        // dropping the watcher releases them.
-        drop(w);
-        return Err(Error::Watch(explain(&e, root)));
-    }
-    Ok(Watcher { _inner: w })
-}
 
 /// An operator-facing explanation of a notify error, naming the sysctl to
 /// raise when a limit was hit.

@@ -1,0 +1,325 @@
+//! The watcher stage: one inotify watch per directory of the source,
+//! managed by syncd itself, and the raw events turned into changes.
+//!
+//! notify runs its callback on its only thread; blocking there overflows the
+//! kernel queue, so the callback is a send on an unbounded crossbeam channel
+//! and all interpretation happens in the main loop ([`events::interpret`]).
+//! syncd walks the tree and adds a non-recursive watch per directory itself,
+//! instead of notify's recursive mode, for two reasons: excluded directories
+//! are then never watched (a `node_modules` or `.git` would otherwise eat
+//! the watch limit), and a directory that cannot be watched is known and
+//! reported instead of silently skipped. notify still drops the watches of
+//! directories that are deleted or moved away; syncd adds the watches of
+//! directories that appear. After a kernel queue overflow the whole watch set
+//! is rebuilt, since the creation of a directory may be among the lost
+//! events. Symlinks are never followed.
+
+pub mod events;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use notify::{Config, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+
+pub use events::{abs, explain, interpret, rel, Change, RawEvent};
+
+use crate::changeset::{Entry, Kind};
+use crate::error::{Error, Result};
+
+/// Decides whether a root-relative path (a directory when the flag says so)
+/// is excluded from replication. Excluded directories are not watched and
+/// excluded paths are not queued.
+pub type Exclude = Arc<dyn Fn(&[u8], bool) -> bool + Send + Sync>;
+
+/// The predicate that excludes nothing.
+pub fn exclude_nothing() -> Exclude {
+    Arc::new(|_, _| false)
+}
+
+/// How often a degraded watch (some directories could not be watched
+/// because of inotify limits) gets a full sync instead.
+pub const DEGRADED_RESCAN: Duration = Duration::from_secs(300);
+
+/// The watch of the source tree.
+pub struct Watch {
+    root: PathBuf,
+    tx: crossbeam_channel::Sender<RawEvent>,
+    exclude: Exclude,
+    inner: Option<RecommendedWatcher>,
+    /// The directories syncd added a watch for.
+    watched: BTreeSet<PathBuf>,
+    /// Set when a directory could not be watched: changes in it are only
+    /// caught by the periodic full sync until syncd restarts with a higher
+    /// limit.
+    degraded_since: Option<Instant>,
+    last_rescan: Option<Instant>,
+}
+
+impl Watch {
+    /// Watches every directory of `root` that is not excluded. Running out
+    /// of watches here is fatal, with the sysctl to raise.
+    pub fn start(
+        root: &Path,
+        tx: crossbeam_channel::Sender<RawEvent>,
+        exclude: Exclude,
+    ) -> Result<Watch> {
+        let mut w = Watch {
+            root: root.to_path_buf(),
+            tx,
+            exclude,
+            inner: None,
+            watched: BTreeSet::new(),
+            degraded_since: None,
+            last_rescan: None,
+        };
+        w.rebuild()?;
+        Ok(w)
+    }
+
+    /// Drops the watch set and walks the tree again.
+    pub fn rebuild(&mut self) -> Result<()> {
+        self.inner = None;
+        self.watched.clear();
+        let config = Config::default().with_follow_symlinks(false);
+        let inner = RecommendedWatcher::new(self.tx.clone(), config)
+            .map_err(|e| Error::Watch(explain(&e, &self.root)))?;
+        self.inner = Some(inner);
+        let root = self.root.clone();
+        if let Err(e) = self.add_tree(&root) {
+            // Watches added before the failure are released with the watcher.
+            self.inner = None;
+            return Err(Error::Watch(explain(&e, &root)));
+        }
+        log::debug!("watching {} directories", self.watched.len());
+        Ok(())
+    }
+
+    /// The number of directories watched.
+    pub fn len(&self) -> usize {
+        self.watched.len()
+    }
+
+    /// Whether nothing is watched (only after [`Watch::stop`]).
+    pub fn is_empty(&self) -> bool {
+        self.watched.is_empty()
+    }
+
+    /// Stops watching.
+    pub fn stop(&mut self) {
+        self.inner = None;
+        self.watched.clear();
+    }
+
+    /// Interprets a raw event, keeping the watch set in step with the tree
+    /// and dropping excluded paths.
+    pub fn interpret(&mut self, raw: RawEvent) -> Vec<Change> {
+        let dir_event = match &raw {
+            Ok(ev) => Some((ev.kind, ev.paths.clone())),
+            Err(_) => None,
+        };
+        let mut out: Vec<Change> = interpret(&self.root, raw)
+            .into_iter()
+            .filter(|c| match c {
+                Change::Entry(e) => !self.excluded(e),
+                _ => true,
+            })
+            .collect();
+        if let Some((kind, paths)) = dir_event {
+            self.follow(kind, &paths, &mut out);
+        }
+        out
+    }
+
+    fn excluded(&self, e: &Entry) -> bool {
+        match e.kind {
+            Kind::Tree | Kind::Attrs => (self.exclude)(&e.path, true),
+            Kind::File => (self.exclude)(&e.path, false),
+            // A gone path may have been either; if it would be excluded as
+            // either, leave it alone, so no deletion touches an excluded path.
+            Kind::Gone => (self.exclude)(&e.path, true) || (self.exclude)(&e.path, false),
+        }
+    }
+
+    /// Adds watches for directories that appeared and forgets those that
+    /// went away (notify already removed their inotify watches).
+    ///
+    /// notify keys its watches by path, so a directory renamed over another
+    /// one is ambiguous: the old inode's removal can be reported after the
+    /// new one's arrival, and takes the watch registered under that path with
+    /// it. So after any removal, a path that is a directory again is watched
+    /// again, and an arrival always re-adds its tree.
+    fn follow(&mut self, kind: EventKind, paths: &[PathBuf], out: &mut Vec<Change>) {
+        use notify::event::{CreateKind, ModifyKind, RenameMode};
+        for p in paths {
+            let arrived = matches!(
+                kind,
+                EventKind::Create(CreateKind::Folder)
+                    | EventKind::Create(CreateKind::Any)
+                    | EventKind::Modify(ModifyKind::Name(RenameMode::To))
+            );
+            let left = matches!(
+                kind,
+                EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From))
+            );
+            if !(arrived || left) || p == &self.root {
+                continue;
+            }
+            self.forget(p);
+            if std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()) {
+                if let Err(e) = self.add_tree(p) {
+                    out.push(self.runtime_error(e, p));
+                }
+            }
+        }
+    }
+
+    fn runtime_error(&mut self, e: notify::Error, p: &Path) -> Change {
+        if is_limit(&e) {
+            self.degraded_since.get_or_insert_with(Instant::now);
+            Change::Limit(explain(&e, p))
+        } else {
+            Change::Error(explain(&e, p))
+        }
+    }
+
+    /// Forgets `dir` and everything watched below it.
+    fn forget(&mut self, dir: &Path) {
+        let below: Vec<PathBuf> = self
+            .watched
+            .range(dir.to_path_buf()..)
+            .take_while(|p| p.starts_with(dir))
+            .cloned()
+            .collect();
+        for p in below {
+            self.watched.remove(&p);
+        }
+    }
+
+    /// Watches `top` and every directory below it that is not excluded.
+    /// Stops at the first watch-limit error; other errors (a directory that
+    /// vanished meanwhile, one that cannot be read) skip that directory,
+    /// loudly for the unreadable ones.
+    fn add_tree(&mut self, top: &Path) -> std::result::Result<(), notify::Error> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Ok(());
+        };
+        let mut stack = vec![top.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            if let Some(r) = rel(&self.root, &dir) {
+                if (self.exclude)(&r, true) {
+                    continue;
+                }
+            }
+            match inner.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.watched.insert(dir.clone());
+                }
+                Err(e) if is_limit(&e) => return Err(e),
+                Err(e) => {
+                    log::debug!("not watching {}: {e}", dir.display());
+                    continue;
+                }
+            }
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    log::warn!(
+                        "cannot read {}: {e}; changes below it are not seen (rsync will \
+                         report the same error)",
+                        dir.display()
+                    );
+                    continue;
+                }
+            };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that part of the tree is not watched.
+    pub fn degrade(&mut self) {
+        self.degraded_since.get_or_insert_with(Instant::now);
+    }
+
+    /// When the next periodic full sync of a degraded watch is due.
+    pub fn next_rescan(&self) -> Option<Instant> {
+        let since = self.degraded_since?;
+        Some(self.last_rescan.unwrap_or(since) + DEGRADED_RESCAN)
+    }
+
+    /// Notes that the periodic full sync was queued.
+    pub fn rescanned(&mut self, now: Instant) {
+        self.last_rescan = Some(now);
+    }
+}
+
+fn is_limit(e: &notify::Error) -> bool {
+    matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
+        || matches!(&e.kind, notify::ErrorKind::Io(io)
+            if matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EMFILE)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn collect(
+        rx: &crossbeam_channel::Receiver<RawEvent>,
+        w: &mut Watch,
+        quiet: Duration,
+    ) -> Vec<Entry> {
+        let mut out = Vec::new();
+        while let Ok(ev) = rx.recv_timeout(quiet) {
+            for c in w.interpret(ev) {
+                if let Change::Entry(e) = c {
+                    out.push(e);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn excluded_directories_are_not_watched_and_new_ones_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::create_dir_all(root.join("cache/deep")).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let ex: Exclude = Arc::new(|p: &[u8], _| p == b"cache" || p.starts_with(b"cache/"));
+        let mut w = Watch::start(&root, tx, ex).unwrap();
+        assert_eq!(w.len(), 3, "root, a, a/b; not cache or cache/deep");
+        std::fs::write(root.join("cache/deep/x"), b"1").unwrap();
+        std::fs::create_dir(root.join("new")).unwrap();
+        let got = collect(&rx, &mut w, Duration::from_millis(300));
+        assert!(got.iter().all(|e| !e.path.starts_with(b"cache")), "{got:?}");
+        assert!(
+            got.contains(&Entry::new(Kind::Tree, b"new".to_vec())),
+            "{got:?}"
+        );
+        assert_eq!(w.len(), 4);
+        std::fs::write(root.join("new/f"), b"1").unwrap();
+        let got = collect(&rx, &mut w, Duration::from_millis(300));
+        assert!(
+            got.contains(&Entry::new(Kind::File, b"new/f".to_vec())),
+            "{got:?}"
+        );
+        std::fs::rename(root.join("a"), root.join("a2")).unwrap();
+        let _ = collect(&rx, &mut w, Duration::from_millis(300));
+        std::fs::write(root.join("a2/b/g"), b"1").unwrap();
+        let got = collect(&rx, &mut w, Duration::from_millis(300));
+        assert!(
+            got.contains(&Entry::new(Kind::File, b"a2/b/g".to_vec())),
+            "{got:?}"
+        );
+        assert_eq!(w.len(), 4, "a and a/b forgotten, a2 and a2/b watched");
+    }
+}
