@@ -6,13 +6,21 @@
 //! cannot postpone replication forever), or early once it holds more than
 //! the size cap after optimizing. The entries are kept until the committer
 //! says the changeset is on disk: a failed commit (a full disk) leaves the
-//! window intact, and new events keep joining it. The window compacts
-//! itself with the optimizer as it grows, so a flood of events on a few
-//! files costs memory for the few files, not for the events.
+//! window intact, and new events keep joining it. The window compacts itself
+//! with the optimizer as it grows, so a flood of events on a few files costs
+//! memory for the few files, not for the events.
+//!
+//! A file that is still open for writing (created or written, and not yet
+//! closed) is held back from the changeset, so a half-written file is not
+//! shipped as if it were done; it goes out with the window in which its
+//! writer closes it. A file that stays open (a log, a database) is shipped
+//! anyway once it has been held for `hold` (`--hold-open`), and again every
+//! `hold` while it stays open.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::changeset::{Changeset, Entry};
+use crate::changeset::{Changeset, Entry, Kind};
 use crate::optimize::optimize;
 
 /// The open window.
@@ -20,23 +28,33 @@ pub struct Aggregator {
     delay: Duration,
     cap: usize,
     full_threshold: usize,
+    hold: Duration,
     entries: Vec<Entry>,
     /// Length after the last compaction; the next one runs at twice this.
     compacted: usize,
     opened: Option<Instant>,
+    /// Files being written, with when they were first seen open (or last
+    /// shipped while open).
+    open: HashMap<Vec<u8>, Instant>,
+    /// Entries held back from the changeset being committed.
+    held: Vec<Entry>,
 }
 
 impl Aggregator {
     /// A window of `delay` that closes early past `cap` optimized entries;
-    /// `full_threshold` is passed to the optimizer.
-    pub fn new(delay: Duration, cap: usize, full_threshold: usize) -> Aggregator {
+    /// `full_threshold` is passed to the optimizer; files open for writing
+    /// are held at most `hold`.
+    pub fn new(delay: Duration, cap: usize, full_threshold: usize, hold: Duration) -> Aggregator {
         Aggregator {
             delay,
             cap,
             full_threshold,
+            hold,
             entries: Vec::new(),
             compacted: 0,
             opened: None,
+            open: HashMap::new(),
+            held: Vec::new(),
         }
     }
 
@@ -47,6 +65,17 @@ impl Aggregator {
         if self.entries.len() >= 2 * self.compacted.max(4096) {
             self.compact();
         }
+    }
+
+    /// Notes that a writer has `path` open (it was created or written).
+    pub fn writing(&mut self, path: &[u8], now: Instant) {
+        self.open.entry(path.to_vec()).or_insert(now);
+    }
+
+    /// Notes that `path` is no longer being written (closed after writing,
+    /// renamed or removed).
+    pub fn closed(&mut self, path: &[u8]) {
+        self.open.remove(path);
     }
 
     fn compact(&mut self) {
@@ -81,21 +110,49 @@ impl Aggregator {
         false
     }
 
-    /// The optimized changeset of the window. The window is not cleared:
-    /// call [`Aggregator::clear`] once the changeset is committed.
-    pub fn changeset(&mut self, created_ms: u64) -> Changeset {
+    /// The optimized changeset of the window, without the files still open
+    /// for writing. The window is not cleared: call [`Aggregator::clear`]
+    /// once the changeset is committed.
+    pub fn changeset(&mut self, created_ms: u64, now: Instant) -> Changeset {
         self.compact();
+        let mut ready = Vec::with_capacity(self.entries.len());
+        self.held.clear();
+        for e in &self.entries {
+            let held = e.kind == Kind::File
+                && self
+                    .open
+                    .get(&e.path)
+                    .is_some_and(|since| now.saturating_duration_since(*since) < self.hold);
+            if held {
+                self.held.push(e.clone());
+            } else {
+                ready.push(e.clone());
+            }
+        }
         Changeset {
             created_ms,
-            entries: self.entries.clone(),
+            entries: ready,
         }
     }
 
-    /// Forgets the window after a successful commit.
-    pub fn clear(&mut self) {
-        self.entries.clear();
+    /// Forgets the committed part of the window; held entries stay and open
+    /// the next window. A file shipped while still open is held again for
+    /// another `hold` from now.
+    pub fn clear(&mut self, now: Instant) {
+        for e in &self.entries {
+            if let Some(since) = self.open.get_mut(&e.path) {
+                if now.saturating_duration_since(*since) >= self.hold {
+                    *since = now;
+                }
+            }
+        }
+        self.entries = std::mem::take(&mut self.held);
         self.compacted = 0;
-        self.opened = None;
+        self.opened = if self.entries.is_empty() {
+            None
+        } else {
+            Some(now)
+        };
     }
 
     /// The number of entries held (before the last optimization).
@@ -107,42 +164,47 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::changeset::Kind;
+
+    const HOLD: Duration = Duration::from_secs(60);
 
     fn f(p: &str) -> Entry {
         Entry::new(Kind::File, p.as_bytes())
     }
 
+    fn agg(delay: u64, cap: usize) -> Aggregator {
+        Aggregator::new(Duration::from_secs(delay), cap, 1_000_000, HOLD)
+    }
+
     #[test]
     fn window_closes_after_the_delay_from_the_first_entry() {
         let t0 = Instant::now();
-        let mut a = Aggregator::new(Duration::from_secs(10), 1000, 1_000_000);
+        let mut a = agg(10, 1000);
         assert!(!a.due(t0) && a.deadline().is_none());
         a.add(f("a"), t0);
         a.add(f("b"), t0 + Duration::from_secs(9));
         assert!(!a.due(t0 + Duration::from_secs(9)));
         assert!(a.due(t0 + Duration::from_secs(10)));
-        let cs = a.changeset(7);
+        let cs = a.changeset(7, t0);
         assert_eq!(cs.entries, vec![f("a"), f("b")]);
         assert!(!a.is_empty(), "kept until the commit succeeds");
-        a.clear();
+        a.clear(t0);
         assert!(a.is_empty() && a.deadline().is_none());
     }
 
     #[test]
     fn a_failed_commit_keeps_the_window_and_new_entries_join_it() {
         let t0 = Instant::now();
-        let mut a = Aggregator::new(Duration::from_secs(1), 1000, 1_000_000);
+        let mut a = agg(1, 1000);
         a.add(f("a"), t0);
-        let _ = a.changeset(1); // the commit fails: no clear()
+        let _ = a.changeset(1, t0); // the commit fails: no clear()
         a.add(f("b"), t0 + Duration::from_secs(5));
-        assert_eq!(a.changeset(2).entries, vec![f("a"), f("b")]);
+        assert_eq!(a.changeset(2, t0).entries, vec![f("a"), f("b")]);
     }
 
     #[test]
     fn early_flush_past_the_cap_counts_distinct_paths() {
         let t0 = Instant::now();
-        let mut a = Aggregator::new(Duration::from_secs(60), 100, 1_000_000);
+        let mut a = agg(60, 100);
         for _ in 0..10_000 {
             a.add(f("hot"), t0);
         }
@@ -151,5 +213,50 @@ mod tests {
             a.add(f(&format!("f{i}")), t0);
         }
         assert!(a.due(t0));
+    }
+
+    #[test]
+    fn a_file_open_for_writing_is_held_until_closed() {
+        let t0 = Instant::now();
+        let mut a = agg(1, 1000);
+        a.add(f("done"), t0);
+        a.add(f("writing"), t0);
+        a.writing(b"writing", t0);
+        let cs = a.changeset(1, t0 + Duration::from_secs(1));
+        assert_eq!(cs.entries, vec![f("done")]);
+        a.clear(t0 + Duration::from_secs(1));
+        assert_eq!(
+            a.deadline(),
+            Some(t0 + Duration::from_secs(2)),
+            "held entries open the next window"
+        );
+        a.closed(b"writing");
+        let cs = a.changeset(2, t0 + Duration::from_secs(2));
+        assert_eq!(cs.entries, vec![f("writing")]);
+        a.clear(t0 + Duration::from_secs(2));
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn a_file_that_stays_open_is_shipped_after_the_hold_and_held_again() {
+        let t0 = Instant::now();
+        let mut a = agg(1, 1000);
+        a.add(f("log"), t0);
+        a.writing(b"log", t0);
+        assert!(a
+            .changeset(1, t0 + Duration::from_secs(59))
+            .entries
+            .is_empty());
+        a.clear(t0 + Duration::from_secs(59));
+        let t1 = t0 + HOLD;
+        assert_eq!(a.changeset(2, t1).entries, vec![f("log")]);
+        a.clear(t1);
+        a.add(f("log"), t1);
+        assert!(
+            a.changeset(3, t1 + Duration::from_secs(1))
+                .entries
+                .is_empty(),
+            "held again"
+        );
     }
 }

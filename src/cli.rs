@@ -104,6 +104,11 @@ pub struct TimingArgs {
     /// seconds; retries start at 1 s and double up to this.
     #[arg(long, value_name = "SECS", default_value = "60")]
     pub backoff_max: f64,
+    /// A file still open for writing is held back from the changeset until
+    /// its writer closes it, or at most this many seconds (then shipped
+    /// anyway, and again every SECS while it stays open: logs, databases).
+    #[arg(long, value_name = "SECS", default_value = "60")]
+    pub hold_open: f64,
 }
 
 #[derive(Debug, Args)]

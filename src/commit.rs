@@ -56,15 +56,16 @@ impl Committer {
     /// Commits the window; on success clears it, on failure keeps it and
     /// schedules a retry. Returns whether it was committed.
     pub fn commit_window(&mut self, pipe: &Pipeline, window: &mut Aggregator) -> bool {
-        let cs = window.changeset(now_ms());
+        let now = Instant::now();
+        let cs = window.changeset(now_ms(), now);
         if cs.entries.is_empty() {
-            window.clear();
+            window.clear(now);
             return true;
         }
         let started = Instant::now();
         match pipe.commit(&cs) {
             Ok(seq) => {
-                window.clear();
+                window.clear(now);
                 if let Some(since) = self.failing_since.take() {
                     log::warn!(
                         "commits work again after {:.0}s; the changes held in memory are now queued",

@@ -24,6 +24,8 @@ pub struct RunConfig {
     pub dests: Vec<DestConfig>,
     pub state_dir: PathBuf,
     pub delay: Duration,
+    /// How long a file still open for writing is held back.
+    pub hold: Duration,
     pub initial_sync: bool,
     /// Move the store aside first (`--reset-queue`).
     pub reset_queue: bool,
@@ -108,6 +110,7 @@ impl RunConfig {
                 .collect(),
             state_dir,
             delay,
+            hold: seconds("--hold-open", a.timing.hold_open, 86_400.0)?,
             initial_sync: !a.no_initial_sync,
             reset_queue: a.reset_queue,
             workers,

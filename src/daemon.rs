@@ -82,7 +82,12 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         lock.path().display()
     );
 
-    let mut window = Aggregator::new(cfg.delay, cfg.window_cap, cfg.workers.full_threshold);
+    let mut window = Aggregator::new(
+        cfg.delay,
+        cfg.window_cap,
+        cfg.workers.full_threshold,
+        cfg.hold,
+    );
     let mut committer = Committer::new();
     let mut pipe = Some(pipe);
     let result = main_loop(
@@ -249,6 +254,8 @@ fn absorb(
                     }
                 }
             }
+            Change::Writing(p) => window.writing(&p, now),
+            Change::Closed(p) => window.closed(&p),
             Change::Error(msg) => log::error!("{msg}"),
             Change::Limit(msg) => {
                 log::error!(

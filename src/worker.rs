@@ -301,12 +301,15 @@ impl Worker {
                 seqs.last().copied().unwrap_or(0),
                 seqs.len()
             );
-            if let Err(e) = self.store.ack(&self.queue, seqs) {
-                log::error!(
-                    "[{}] cannot acknowledge {} changesets: {e}; they will be synced again",
-                    self.name(),
-                    seqs.len()
-                );
+            match self.store.ack(&self.queue, seqs) {
+                Ok(()) => log::debug!("[{}] acked", self.name()),
+                Err(e) => {
+                    log::error!(
+                        "[{}] cannot acknowledge {} changesets: {e}; they will be synced again",
+                        self.name(),
+                        seqs.len()
+                    );
+                }
             }
             let st = self.update(|l| {
                 l.attempts = 0;

@@ -214,3 +214,51 @@ fn directories_renamed_in_out_over_and_replaced_by_symlinks() {
     dir.wait_mirror(T);
     assert!(d.stop().success());
 }
+
+#[test]
+fn a_file_still_being_written_is_held_until_its_writer_closes_it() {
+    use std::io::Write;
+    let dir = Dir::new();
+    let d = dir.start_synced("0.3", &[]);
+    let mut f = fs::File::create(dir.s("growing")).unwrap();
+    f.write_all(&[b'a'; 100_000]).unwrap();
+    f.flush().unwrap();
+    dir.write("done", "x");
+    let t = std::time::Instant::now();
+    while !dir.dst().join("done").exists() {
+        assert!(t.elapsed() < T);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Several windows pass while the writer keeps it open.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(
+        !dir.dst().join("growing").exists(),
+        "a half-written file was shipped"
+    );
+    f.write_all(&[b'b'; 100_000]).unwrap();
+    drop(f);
+    dir.wait_mirror(T);
+    assert_eq!(
+        fs::metadata(dir.dst().join("growing")).unwrap().len(),
+        200_000
+    );
+    assert!(d.stop().success());
+}
+
+#[test]
+fn a_file_rewritten_during_its_transfer_is_sent_again() {
+    let dir = Dir::new();
+    let d = dir.start_synced("0.2", &["-v"]);
+    let size = 64 << 20;
+    dir.write("big", vec![b'a'; size]);
+    let before = d.log().matches("running rsync").count();
+    let t = std::time::Instant::now();
+    while d.log().matches("running rsync").count() == before {
+        assert!(t.elapsed() < T);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // rsync is reading it now: rewrite it, same size, other content.
+    dir.write("big", vec![b'b'; size]);
+    dir.wait_mirror(T);
+    assert!(d.stop().success());
+}

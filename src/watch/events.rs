@@ -32,6 +32,11 @@ pub enum Change {
     Error(String),
     /// A directory could not be watched because an inotify limit was hit.
     Limit(String),
+    /// A writer has this file open (created or written, not yet closed).
+    Writing(Vec<u8>),
+    /// This file is no longer being written (closed after writing, renamed
+    /// or removed).
+    Closed(Vec<u8>),
 }
 
 /// The raw events notify delivers.
@@ -113,6 +118,16 @@ pub fn interpret(root: &Path, ev: RawEvent) -> Vec<Change> {
             continue;
         }
         let Some(r) = rel(root, p) else { continue };
+        match ev.kind {
+            EventKind::Create(CreateKind::File) if being_written(p) => {
+                out.push(Change::Writing(r.clone()))
+            }
+            EventKind::Modify(ModifyKind::Data(_)) => out.push(Change::Writing(r.clone())),
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Name(_)) => out.push(Change::Closed(r.clone())),
+            _ => {}
+        }
         if let Some(kind) = kind_of(&ev.kind, p) {
             out.push(Change::Entry(Entry::new(kind, r)));
         }
@@ -138,6 +153,15 @@ fn kind_of(kind: &EventKind, p: &Path) -> Option<Kind> {
         EventKind::Remove(_) => Kind::Gone,
         EventKind::Any | EventKind::Other => on_disk(p, Kind::Tree, Kind::File),
     })
+}
+
+/// Whether a file just created is one a writer will close: a regular file
+/// with one link. A symlink, a fifo or a new hard link (created by
+/// `link(2)`, never opened) gets no close event, so holding it for one
+/// would delay it for nothing.
+fn being_written(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.nlink() == 1)
 }
 
 /// Whether `p` is a directory itself, not a symlink to one: a root replaced
@@ -200,7 +224,7 @@ mod tests {
         let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
         assert_eq!(
             interpret(r, ev(close, &["/nonexistent-root/a"])),
-            vec![entry(Kind::File, "a")]
+            vec![Change::Closed(b"a".to_vec()), entry(Kind::File, "a")]
         );
         let open = EventKind::Access(AccessKind::Open(AccessMode::Any));
         assert!(interpret(r, ev(open, &["/nonexistent-root/a"])).is_empty());
@@ -212,14 +236,21 @@ mod tests {
         let from = EventKind::Modify(ModifyKind::Name(RenameMode::From));
         assert_eq!(
             interpret(r, ev(from, &["/nonexistent-root/o"])),
-            vec![entry(Kind::Gone, "o")]
+            vec![Change::Closed(b"o".to_vec()), entry(Kind::Gone, "o")]
         );
         let both = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
-        assert!(interpret(r, ev(both, &["/nonexistent-root/o", "/nonexistent-root/n"])).is_empty());
+        assert!(
+            interpret(r, ev(both, &["/nonexistent-root/o", "/nonexistent-root/n"]))
+                .iter()
+                .all(|c| matches!(c, Change::Closed(_)))
+        );
         let write = EventKind::Modify(ModifyKind::Data(DataChange::Any));
         assert_eq!(
             interpret(r, ev(write, &["/nonexistent-root/x/\u{1}"])),
-            vec![entry(Kind::File, "x/\u{1}")]
+            vec![
+                Change::Writing(b"x/\x01".to_vec()),
+                entry(Kind::File, "x/\u{1}")
+            ]
         );
         let rm = EventKind::Remove(RemoveKind::File);
         assert_eq!(interpret(r, ev(rm, &["/elsewhere/x"])), vec![]);
