@@ -37,6 +37,16 @@ pub struct LogArgs {
     /// Quiet: errors only.
     #[arg(short = 'q', long, global = true)]
     pub quiet: bool,
+    /// Log to the local syslog (/dev/log) instead of stderr; -d keeps
+    /// stderr.
+    #[arg(short = 's', long, global = true)]
+    pub syslog: bool,
+    /// The syslog facility (user, daemon, local0..local7, ...).
+    #[arg(long, value_name = "NAME", default_value = "user", global = true)]
+    pub syslog_facility: String,
+    /// The syslog socket.
+    #[arg(long, value_name = "PATH", default_value = "/dev/log", global = true)]
+    pub syslog_socket: std::path::PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

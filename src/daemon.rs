@@ -82,6 +82,11 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         lock.path().display()
     );
 
+    crate::service::ready(&format!(
+        "watching {}, {} destination(s)",
+        cfg.source.root.display(),
+        cfg.dests.len()
+    ));
     let mut window = Aggregator::new(
         cfg.delay,
         cfg.window_cap,
@@ -100,6 +105,7 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         &mut watch,
     );
 
+    crate::service::stopping();
     // Shutdown: the watcher first, so no new events; then the workers, so
     // the last window is committed but not started (the next start replays
     // it); then the open window.
@@ -176,17 +182,24 @@ fn main_loop(
     pipe: &mut Option<Pipeline>,
     watch: &mut watch::Watch,
 ) -> Result<()> {
+    let mut watchdog = crate::service::Watchdog::from_env();
     loop {
         let now = Instant::now();
+        watchdog.tick(now);
         if watch.next_rescan().is_some_and(|t| now >= t) {
             log::warn!("part of the tree is not watched (inotify limits): periodic full sync");
             window.add(Entry::full(), now);
             watch.rescanned(now);
         }
-        let wake = [window.deadline(), committer.retry_at(), watch.next_rescan()]
-            .into_iter()
-            .flatten()
-            .min();
+        let wake = [
+            window.deadline(),
+            committer.retry_at(),
+            watch.next_rescan(),
+            watchdog.due_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let timeout = wake
             .map(|w| w.saturating_duration_since(now))
             .unwrap_or(Duration::from_secs(3600));

@@ -27,6 +27,7 @@ pub mod optimize;
 pub mod pipeline;
 pub mod record;
 pub mod rsync;
+pub mod service;
 pub mod store;
 pub mod watch;
 pub mod worker;
@@ -39,7 +40,14 @@ use cli::{Cli, Command, InspectArgs, QueueCommand};
 
 /// Runs a parsed command line. Output goes to `out`.
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
-    logger::init(cli.log.debug, cli.log.verbose, cli.log.quiet);
+    logger::init(&logger::LogConfig {
+        debug: cli.log.debug,
+        verbose: cli.log.verbose,
+        quiet: cli.log.quiet,
+        syslog: cli.log.syslog.then(|| cli.log.syslog_facility.clone()),
+        syslog_socket: cli.log.syslog_socket.clone(),
+    })
+    .map_err(Error::Usage)?;
     match cli.command {
         Command::Run(a) => {
             let cfg = config::RunConfig::from_args(&a)?;

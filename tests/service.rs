@@ -1,0 +1,95 @@
+//! Running as a service: sd_notify READY/STOPPING, syslog output with a
+//! facility, and SIGHUP queueing a full sync.
+
+use std::ffi::OsString;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::util::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn recv_until(sock: &UnixDatagram, needle: &str) -> String {
+    sock.set_read_timeout(Some(T)).unwrap();
+    let mut all = String::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no {needle:?} within {T:?} ({e}); got:\n{all}"));
+        all.push_str(&String::from_utf8_lossy(&buf[..n]));
+        all.push('\n');
+        if all.contains(needle) {
+            return all;
+        }
+    }
+}
+
+#[test]
+fn sd_notify_reports_ready_then_stopping() {
+    let dir = Dir::new();
+    let path = dir.root.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let log = std::fs::File::create(dir.root.join("notify.log")).unwrap();
+    let mut child = Command::new(bin())
+        .args(dir.run_args("0.2"))
+        .env("NOTIFY_SOCKET", &path)
+        .stdin(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let got = recv_until(&sock, "READY=1");
+    assert!(got.contains("STATUS=watching"), "{got}");
+    // SAFETY: our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let got = recv_until(&sock, "STOPPING=1");
+    assert!(got.contains("STOPPING=1"));
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn syslog_gets_one_datagram_per_line_with_the_facility() {
+    let dir = Dir::new();
+    let path = dir.root.join("log.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let mut args: Vec<OsString> = vec!["-s".into(), "--syslog-facility".into(), "local3".into()];
+    args.push("--syslog-socket".into());
+    args.push(path.clone().into());
+    args.extend(dir.run_args("0.2"));
+    let d = Daemon::start(&args, &dir.root.join("stderr.log"));
+    // local3 (19) * 8 + info (6) = 158.
+    let got = recv_until(&sock, "watching");
+    assert!(
+        got.lines()
+            .any(|l| l.starts_with("<158>syncd[") && l.contains("watching")),
+        "{got}"
+    );
+    assert!(d.log().is_empty(), "nothing on stderr with -s: {}", d.log());
+    assert!(d.stop().success());
+}
+
+#[test]
+fn an_unknown_syslog_facility_is_a_usage_error() {
+    let dir = Dir::new();
+    let mut args: Vec<OsString> = vec!["-s".into(), "--syslog-facility".into(), "local9".into()];
+    args.extend(dir.run_args("0.2"));
+    let out = Command::new(bin()).args(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("local9"));
+}
+
+#[test]
+fn sighup_queues_a_full_sync_that_repairs_drift() {
+    let dir = Dir::new();
+    dir.write("a/b", "1");
+    let d = dir.start_synced("0.2", &[]);
+    // The destination drifts behind syncd's back; no event can notice.
+    std::fs::write(dir.dst().join("a/b"), "drift").unwrap();
+    std::fs::write(dir.dst().join("extra"), "x").unwrap();
+    assert!(!mirror_diff(&dir.src(), &dir.dst()).is_empty());
+    d.signal(libc::SIGHUP);
+    d.wait_log("SIGHUP", T);
+    dir.wait_mirror(T);
+    assert!(d.stop().success());
+}
