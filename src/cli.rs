@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// Replicate a directory tree to rsync destinations, with a durable queue.
+///
 /// syncd keeps a directory tree replicated to rsync destinations in near
 /// real time, and never forgets a change: every aggregated changeset is
 /// committed to a durable per-destination queue before rsync runs, and
@@ -64,6 +66,14 @@ pub enum Command {
     /// Look at or act on the queues of a state directory.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Print the man page (roff) to stdout: `syncd man > syncd.1`.
+    Man,
+    /// Print a shell completion script to stdout, e.g.
+    /// `syncd completions bash > /etc/bash_completion.d/syncd`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -54,6 +54,16 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             daemon::run(cfg)
         }
         Command::Queue(QueueCommand::Inspect(a)) => queue_inspect(&a, out),
+        Command::Man => {
+            let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            man.render(out)
+                .map_err(|e| Error::io("cannot write to", "stdout", e))
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "syncd", out);
+            Ok(())
+        }
     }
 }
 

@@ -93,3 +93,35 @@ fn sighup_queues_a_full_sync_that_repairs_drift() {
     dir.wait_mirror(T);
     assert!(d.stop().success());
 }
+
+#[test]
+fn the_man_page_and_completions_are_generated_from_the_cli() {
+    let out = syncd(&["man".as_ref()]);
+    assert!(out.status.success());
+    let man = String::from_utf8(out.stdout).unwrap();
+    assert!(man.contains(".TH syncd 1"), "{man}");
+    for sub in ["run", "queue", "completions"] {
+        assert!(man.contains(sub), "the man page lists {sub}");
+    }
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = syncd(&["completions".as_ref(), shell.as_ref()]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            script.contains("syncd") && script.contains("state-dir"),
+            "{shell}"
+        );
+    }
+    // The bash script is valid bash.
+    let dir = Dir::new();
+    let p = dir.root.join("syncd.bash");
+    std::fs::write(&p, syncd(&["completions".as_ref(), "bash".as_ref()]).stdout).unwrap();
+    assert!(Command::new("bash")
+        .arg("-n")
+        .arg(&p)
+        .status()
+        .unwrap()
+        .success());
+    let out = syncd(&["completions".as_ref(), "tcsh".as_ref()]);
+    assert_eq!(out.status.code(), Some(2));
+}
