@@ -99,6 +99,11 @@ pub struct RunArgs {
     /// full sync makes the mirror complete, so nothing is lost.
     #[arg(long)]
     pub reset_queue: bool,
+    /// Print each changeset and the rsync command lines it would run,
+    /// instead of running them; touch nothing (no state directory, no
+    /// store, no destination).
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 /// Where the queue, the lock and the control socket live.

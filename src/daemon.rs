@@ -289,7 +289,8 @@ fn absorb(
     None
 }
 
-fn signals() -> Result<Receiver<i32>> {
+/// Turns SIGTERM, SIGINT and SIGHUP into messages on a channel.
+pub fn signals() -> Result<Receiver<i32>> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut sigs = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| Error::io("cannot install signal handlers", "-", e))?;

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod commit;
 pub mod config;
 pub mod daemon;
+pub mod dryrun;
 pub mod error;
 pub mod inspect;
 pub mod location;
@@ -51,6 +52,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
     match cli.command {
         Command::Run(a) => {
             let cfg = config::RunConfig::from_args(&a)?;
+            if a.dry_run {
+                return dryrun::run(cfg, out);
+            }
             daemon::run(cfg)
         }
         Command::Queue(QueueCommand::Inspect(a)) => queue_inspect(&a, out),

@@ -125,3 +125,42 @@ fn the_man_page_and_completions_are_generated_from_the_cli() {
     let out = syncd(&["completions".as_ref(), "tcsh".as_ref()]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn dry_run_prints_changesets_and_command_lines_and_touches_nothing() {
+    let dir = Dir::new();
+    dir.write("existing", "1");
+    let d = dir.start("0.2", &["--dry-run"]);
+    d.wait_log("would run", T);
+    assert!(
+        d.log().contains("(the whole tree)"),
+        "the initial full sync is shown: {}",
+        d.log()
+    );
+    dir.write(b"new\nline", "2");
+    dir.write("sub/-e sh", "3");
+    std::fs::remove_file(dir.s("existing")).unwrap();
+    d.wait_log("changeset 2", T);
+    std::thread::sleep(Duration::from_millis(500));
+    let log = d.log();
+    assert!(
+        log.contains("new\\x0aline"),
+        "names are escaped, one per line: {log}"
+    );
+    assert!(log.contains("gone  existing"), "{log}");
+    assert!(
+        log.contains("tree  sub") || log.contains("file  sub/-e sh"),
+        "{log}"
+    );
+    assert!(
+        log.contains("--files-from=-") && log.contains("--delete-missing-args"),
+        "{log}"
+    );
+    assert!(d.stop().success());
+    assert!(!dir.state().exists(), "no state directory was created");
+    assert_eq!(
+        std::fs::read_dir(dir.dst()).unwrap().count(),
+        0,
+        "the destination was not touched"
+    );
+}
