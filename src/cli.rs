@@ -66,6 +66,15 @@ pub enum Command {
     /// Look at or act on the queues of a state directory.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// One line per destination (in sync, syncing, backing off, error),
+    /// with the daemon's pid, uptime and version.
+    ///
+    /// Exit status: 0 when the daemon runs and every destination is in
+    /// sync, syncing, or backing off after fewer than --max-failures
+    /// failures; 5 when a destination is in error (dead letters, that many
+    /// failures in a row, a stopped worker, or changesets queued for a
+    /// destination the daemon no longer has); 6 when no daemon is running.
+    Status(StatusArgs),
     /// Print the man page (roff) to stdout: `syncd man > syncd.1`.
     Man,
     /// Print a shell completion script to stdout, e.g.
@@ -74,6 +83,19 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Print one JSON object instead of lines.
+    #[arg(long)]
+    pub json: bool,
+    /// A destination whose current batch failed this many times in a row
+    /// is in error.
+    #[arg(long, value_name = "N", default_value_t = crate::control::protocol::DEFAULT_MAX_FAILURES)]
+    pub max_failures: u32,
 }
 
 #[derive(Debug, Args)]
@@ -151,7 +173,40 @@ pub struct RsyncArgs {
 pub enum QueueCommand {
     /// Show every destination's backlog: pending changesets and paths, the
     /// age of the oldest, dead letters, state, last success and last error.
+    ///
+    /// Asks the running daemon over its control socket, or reads the store
+    /// when no daemon runs.
     Inspect(InspectArgs),
+    /// Move dead letters back into the queue and make a backing-off
+    /// destination try again now (live or offline).
+    Retry(RetryArgs),
+    /// Drop every pending changeset and dead letter of one destination,
+    /// for good (live or offline).
+    ///
+    /// The destination then misses those changes until the next full sync
+    /// (`kill -HUP` the daemon, or start it without --no-initial-sync).
+    Purge(PurgeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Only this destination (its name or its target); default: all.
+    #[arg(long, value_name = "NAME")]
+    pub dest: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The destination (its name or its target).
+    #[arg(long, value_name = "NAME", required = true)]
+    pub dest: String,
+    /// Confirm that the changesets are to be dropped.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -164,7 +219,8 @@ pub struct InspectArgs {
     /// Only this destination (its name or its target).
     #[arg(long, value_name = "NAME")]
     pub dest: Option<String>,
-    /// Also list the N oldest pending paths of each destination.
+    /// Also list the N oldest pending paths of each destination (escaped:
+    /// a control byte or a backslash is shown as \xNN).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub entries: usize,
 }

@@ -5,9 +5,9 @@
 //! between scan and watch is missed, queues a full sync when asked or when
 //! the last stop was unclean, and starts one worker per destination, which
 //! replays whatever is pending. The main loop receives one closed enum of
-//! events (raw inotify events, signals, timer ticks) over crossbeam
-//! channels, feeds the aggregator, and commits each closed window through
-//! the committer. SIGTERM or SIGINT commits the open window, stops the
+//! events (raw inotify events, signals, timer ticks, control requests) over
+//! crossbeam channels, feeds the aggregator, and commits each closed window
+//! through the committer. SIGTERM or SIGINT commits the open window, stops the
 //! workers (ending their rsync children), marks a clean shutdown, and
 //! returns.
 
@@ -29,6 +29,8 @@ enum Event {
     Signal(i32),
     /// A deadline passed (window close or commit retry).
     Tick,
+    /// A request on the control socket.
+    Control(crate::control::Call),
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (`Ok`) or a fatal error.
@@ -39,6 +41,7 @@ pub fn run(cfg: RunConfig) -> Result<()> {
     // Handlers first: a SIGTERM during a long start-up (a big store takes
     // seconds to open) then ends the daemon cleanly once it is up.
     let sig_rx = signals()?;
+    let control = crate::control::Server::start(&cfg.state_dir)?;
     let program = &cfg.dests[0].rsync.program;
     let version = crate::rsync::check_program(program).map_err(Error::Usage)?;
     log::debug!("using {version}");
@@ -103,7 +106,9 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         &mut committer,
         &mut pipe,
         &mut watch,
+        &control,
     );
+    drop(control);
 
     crate::service::stopping();
     // Shutdown: the watcher first, so no new events; then the workers, so
@@ -181,6 +186,7 @@ fn main_loop(
     committer: &mut Committer,
     pipe: &mut Option<Pipeline>,
     watch: &mut watch::Watch,
+    control: &crate::control::Server,
 ) -> Result<()> {
     let mut watchdog = crate::service::Watchdog::from_env();
     loop {
@@ -209,6 +215,7 @@ fn main_loop(
                 Err(_) => return Err(Error::Watch("the inotify watcher stopped unexpectedly".into())),
             },
             recv(sig_rx) -> m => Event::Signal(m.unwrap_or(libc::SIGTERM)),
+            recv(control.calls()) -> m => m.map_or(Event::Tick, Event::Control),
             default(timeout) => Event::Tick,
         };
         match ev {
@@ -226,6 +233,10 @@ fn main_loop(
                 return Ok(());
             }
             Event::Tick => {}
+            Event::Control(call) => {
+                let running = pipe.as_ref().map(|p| (p.store().as_ref(), p.workers()));
+                control.answer(call, &cfg.dests, running);
+            }
         }
         let now = Instant::now();
         if window.due(now) && committer.may_try(now) {

@@ -71,6 +71,14 @@ pub enum Error {
     /// The daemon's control socket or a request over it failed.
     #[error("{0}")]
     Control(String),
+
+    /// `syncd status`: the daemon runs, but a destination is in error.
+    #[error("{0}")]
+    Unhealthy(String),
+
+    /// No daemon runs on the state directory (`status` exits on it).
+    #[error("{0}")]
+    NotRunning(String),
 }
 
 impl Error {
@@ -84,12 +92,16 @@ impl Error {
     }
 
     /// The process exit status for this error: 2 for usage errors (as clap
-    /// uses), 3 for a held lock, 4 for store problems, 1 otherwise.
+    /// uses), 3 for a held lock, 4 for store problems, 5 for a destination
+    /// in error and 6 for no daemon running (both for `syncd status`, so a
+    /// monitoring check can tell them apart), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => 2,
             Error::Locked { .. } => 3,
             Error::Store { .. } => 4,
+            Error::Unhealthy(_) => 5,
+            Error::NotRunning(_) => 6,
             _ => 1,
         }
     }

@@ -1,24 +1,36 @@
-//! `syncd queue inspect`: every destination's backlog, as a table or JSON.
+//! The reports of `syncd queue inspect` and `syncd status`, built from the
+//! store and, when the daemon answers, from its live worker state.
 //!
-//! This module builds one [`Report`] per destination from the store (and,
-//! when the daemon answers, from its live worker state) and renders it. The
-//! JSON shape is the contract of DESIGN.md and is kept stable: `name`,
-//! `target`, `pending` (changesets), `pending_paths`, `oldest_pending_age_s`,
-//! `dead`, `state`, `last_success_unix`, `last_error`, plus `entries` when
-//! asked for. Paths in the table are escaped so a newline or a control byte
-//! in a name cannot forge a line.
+//! This module owns the shapes an operator reads and the rules that judge
+//! them. One [`Report`] per destination says what is queued (`queue
+//! inspect`); one [`Health`] per destination says whether it is fine
+//! (`status`), and [`problem`] is the single definition of "in error" that
+//! the exit status of `syncd status` follows. Both render as a table or as
+//! JSON; the JSON field names are a stable contract (README, "JSON
+//! fields"): fields may be added, never renamed or removed. The inspect
+//! shape is the one DESIGN.md gives. Every name or path printed is escaped
+//! (`changeset::escape`), so a newline or a control byte in a file name can
+//! neither forge a line of the table nor break a monitoring parser.
 
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::changeset::escape;
 use crate::error::Result;
+use crate::record::DestStatus;
 use crate::store::{now_ms, Store};
+use crate::worker::{Live, State};
+
+/// The state word of a destination the store knows but the running daemon
+/// does not replicate to (it was given in an earlier run).
+pub const UNCONFIGURED: &str = "unconfigured";
+/// The state word of every destination when no daemon runs.
+pub const STOPPED: &str = "stopped";
 
 /// One destination's backlog.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Report {
     pub name: String,
     pub target: String,
@@ -29,28 +41,38 @@ pub struct Report {
     pub state: String,
     pub last_success_unix: Option<u64>,
     pub last_error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entries: Option<Vec<PendingPath>>,
 }
 
 /// One of the oldest pending paths.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PendingPath {
+    /// The sequence number of the changeset that holds it.
     pub seq: u64,
+    /// `file`, `gone`, `tree`, `attrs`, or `corrupt` for an unreadable
+    /// record (the worker syncs the whole tree for it).
     pub kind: String,
-    /// The path, escaped (see `changeset::escape`).
+    /// The path relative to the virtual root, escaped (`""` is the root).
     pub path: String,
 }
 
-/// The whole answer.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// The answer of `queue inspect`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Inspection {
     pub destinations: Vec<Report>,
 }
 
-/// Builds the report of one destination from the store. `state` is the live
-/// state word, or `"stopped"` when no daemon runs.
-pub fn report(store: &Store, target: &[u8], state: &str, entries: usize) -> Result<Report> {
+/// Builds the report of one destination. `live` is the worker's state when
+/// the daemon replicates to it; otherwise the state word is `idle_state`
+/// and the last success and error come from the store.
+pub fn report(
+    store: &Store,
+    target: &[u8],
+    live: Option<&Live>,
+    idle_state: &str,
+    entries: usize,
+) -> Result<Report> {
     let t = std::ffi::OsStr::from_bytes(target);
     let queue = store.queue(t)?;
     let dead = store.dead(t)?;
@@ -64,14 +86,12 @@ pub fn report(store: &Store, target: &[u8], state: &str, entries: usize) -> Resu
             Some(cs) => {
                 paths += cs.entries.len() as u64;
                 oldest = Some(oldest.map_or(cs.created_ms, |o: u64| o.min(cs.created_ms)));
-                for e in &cs.entries {
-                    if listed.len() < entries {
-                        listed.push(PendingPath {
-                            seq: p.seq,
-                            kind: e.kind.name().into(),
-                            path: escape(&e.path),
-                        });
-                    }
+                for e in cs.entries.iter().take(entries.saturating_sub(listed.len())) {
+                    listed.push(PendingPath {
+                        seq: p.seq,
+                        kind: e.kind.name().into(),
+                        path: escape(&e.path),
+                    });
                 }
             }
             None => {
@@ -80,65 +100,155 @@ pub fn report(store: &Store, target: &[u8], state: &str, entries: usize) -> Resu
                     listed.push(PendingPath {
                         seq: p.seq,
                         kind: "corrupt".into(),
-                        path: "(whole tree)".into(),
+                        path: String::new(),
                     });
                 }
             }
         }
     }
-    let st = store.status(target);
+    let st: DestStatus = live.map_or_else(|| store.status(target), |l| l.persisted.clone());
     let name = if st.name.is_empty() {
-        String::from_utf8_lossy(target).into_owned()
+        escape(target)
     } else {
         st.name.clone()
     };
     Ok(Report {
         name,
-        target: String::from_utf8_lossy(target).into_owned(),
+        target: escape(target),
         pending: all.len() as u64,
         pending_paths: paths,
         oldest_pending_age_s: oldest.map(|o| now.saturating_sub(o) as f64 / 1000.0),
         dead: dead.len() as u64,
-        state: state.to_string(),
+        state: live.map_or(idle_state, |l| l.state.word()).to_string(),
         last_success_unix: st.last_success_ms.map(|m| m / 1000),
         last_error: st.last_error,
         entries: (entries > 0).then_some(listed),
     })
 }
 
-/// Reports every destination in the store, filtered by `--dest`.
-pub fn offline(store: &Store, dest: Option<&str>, entries: usize) -> Result<Inspection> {
-    let mut v = Vec::new();
-    for t in store.targets() {
-        let r = report(store, &t, "stopped", entries)?;
-        if matches(&r, dest) {
-            v.push(r);
-        }
-    }
-    Ok(Inspection { destinations: v })
-}
-
-/// Whether a report is the one `--dest` names (by name or target).
-pub fn matches(r: &Report, dest: Option<&str>) -> bool {
+/// Whether the destination of `name` and (escaped) `target` is the one
+/// `--dest` names, by name or by target; a trailing `/` does not matter.
+pub fn matches(name: &str, target: &str, dest: Option<&str>) -> bool {
     match dest {
         None => true,
         Some(d) => {
-            r.name == d
-                || r.target == d
-                || r.target.trim_end_matches('/') == d.trim_end_matches('/')
+            name == d || target == d || target.trim_end_matches('/') == d.trim_end_matches('/')
         }
     }
 }
 
-/// Writes the inspection as a table.
+/// The answer of `syncd status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusReport {
+    /// The running daemon, or `null` when none runs.
+    pub daemon: Option<DaemonInfo>,
+    pub state_dir: String,
+    /// True when a daemon runs and no destination has a `problem`; exactly
+    /// when `syncd status` exits 0.
+    pub healthy: bool,
+    pub destinations: Vec<Health>,
+}
+
+/// The daemon that answered.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DaemonInfo {
+    pub pid: u32,
+    /// syncd's version.
+    pub version: String,
+    /// The control protocol version it speaks.
+    pub protocol: u32,
+    pub started_unix: u64,
+    pub uptime_s: f64,
+}
+
+/// One destination's health.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Health {
+    pub name: String,
+    pub target: String,
+    /// The worker's state: `in_sync`, `syncing`, `backing_off`, `stopped`,
+    /// or `unconfigured`.
+    pub state: String,
+    pub pending: u64,
+    pub dead: u64,
+    /// Consecutive failed attempts of the current batch.
+    pub attempts: u32,
+    /// When a backing-off destination tries again.
+    pub next_attempt_unix: Option<u64>,
+    pub last_success_unix: Option<u64>,
+    pub last_error: Option<String>,
+    /// Why this destination counts as in error, or `null` when it does not.
+    pub problem: Option<String>,
+}
+
+/// The definition of "in error" that `syncd status` exits non-zero on:
+/// dead letters are present (changesets that will not be retried without
+/// `syncd queue retry`), or the current batch failed `max_failures` times in
+/// a row, or, while a daemon runs, its worker for the destination stopped,
+/// or changesets are queued for a destination it no longer replicates to.
+/// A destination that is merely catching up or backing off after fewer
+/// failures is fine.
+pub fn problem(r: &Report, attempts: u32, running: bool, max_failures: u32) -> Option<String> {
+    let err = r.last_error.as_deref().map(one_line);
+    let last = || {
+        err.clone()
+            .map_or(String::new(), |e| format!(" (last error: {e})"))
+    };
+    if r.dead > 0 {
+        return Some(format!(
+            "{} changesets are dead letters{}; fix the cause, then run `syncd queue retry --dest {}`",
+            r.dead,
+            last(),
+            r.name
+        ));
+    }
+    if attempts >= max_failures.max(1) {
+        return Some(format!("failed {attempts} times in a row{}", last()));
+    }
+    if running && r.state == STOPPED {
+        return Some("its worker stopped".into());
+    }
+    if running && r.state == UNCONFIGURED && r.pending > 0 {
+        return Some(format!(
+            "{} changesets are queued for it but the daemon no longer replicates to it; \
+             drop them with `syncd queue purge --dest {} --yes`",
+            r.pending, r.name
+        ));
+    }
+    None
+}
+
+/// Builds a destination's health from its report and live state.
+pub fn health(r: Report, live: Option<&Live>, running: bool, max_failures: u32) -> Health {
+    let attempts = live.map_or(0, |l| l.attempts);
+    let next = match live.map(|l| &l.state) {
+        Some(State::BackingOff { until_ms }) => Some(until_ms.div_ceil(1000)),
+        _ => None,
+    };
+    let problem = problem(&r, attempts, running, max_failures);
+    Health {
+        name: r.name,
+        target: r.target,
+        state: r.state,
+        pending: r.pending,
+        dead: r.dead,
+        attempts,
+        next_attempt_unix: next,
+        last_success_unix: r.last_success_unix,
+        last_error: r.last_error,
+        problem,
+    }
+}
+
+/// Writes an inspection as a table.
 pub fn write_table(out: &mut dyn Write, ins: &Inspection) -> std::io::Result<()> {
     if ins.destinations.is_empty() {
         return writeln!(out, "no destinations in this store");
     }
     writeln!(
         out,
-        "{:<16} {:>8} {:>8} {:>8} {:>5}  {:<12} {:<20} {}",
-        "DEST", "PENDING", "PATHS", "OLDEST", "DEAD", "STATE", "LAST SUCCESS", "LAST ERROR"
+        "{:<16} {:>8} {:>8} {:>8} {:>5}  {:<12} {:<20} LAST ERROR",
+        "DEST", "PENDING", "PATHS", "OLDEST", "DEAD", "STATE", "LAST SUCCESS"
     )?;
     for r in &ins.destinations {
         writeln!(
@@ -147,26 +257,63 @@ pub fn write_table(out: &mut dyn Write, ins: &Inspection) -> std::io::Result<()>
             r.name,
             r.pending,
             r.pending_paths,
-            r.oldest_pending_age_s
-                .map(age)
-                .unwrap_or_else(|| "-".into()),
+            r.oldest_pending_age_s.map_or_else(|| "-".into(), age),
             r.dead,
             r.state,
-            r.last_success_unix
-                .map(crate::logger::utc)
-                .unwrap_or_else(|| "never".into()),
-            r.last_error
-                .as_deref()
-                .map(one_line)
-                .unwrap_or_else(|| "-".into()),
+            when(r.last_success_unix),
+            r.last_error.as_deref().map_or_else(|| "-".into(), one_line),
         )?;
-        if let Some(es) = &r.entries {
-            for e in es {
-                writeln!(out, "    #{:<8} {:<6} {}", e.seq, e.kind, e.path)?;
-            }
+        for e in r.entries.iter().flatten() {
+            writeln!(out, "    #{:<8} {:<7} {}", e.seq, e.kind, shown(&e.path))?;
         }
     }
     Ok(())
+}
+
+/// Writes a status report: a line about the daemon, then one line per
+/// destination.
+pub fn write_status(out: &mut dyn Write, s: &StatusReport) -> std::io::Result<()> {
+    match &s.daemon {
+        Some(d) => writeln!(
+            out,
+            "syncd {} running as pid {}, up {} (state {})",
+            d.version,
+            d.pid,
+            age(d.uptime_s),
+            s.state_dir
+        )?,
+        None => writeln!(out, "syncd is not running (state {})", s.state_dir)?,
+    }
+    for h in &s.destinations {
+        writeln!(out, "{:<16} {}", h.name, describe(h))?;
+    }
+    Ok(())
+}
+
+/// One destination's status in words.
+fn describe(h: &Health) -> String {
+    if let Some(p) = &h.problem {
+        return format!("ERROR: {}", one_line(p));
+    }
+    let err = h.last_error.as_deref().map_or_else(String::new, one_line);
+    match h.state.as_str() {
+        "in_sync" if h.pending == 0 => {
+            format!("in sync (last success {})", when(h.last_success_unix))
+        }
+        "in_sync" | "syncing" => format!("syncing, {} changesets pending", h.pending),
+        "backing_off" => format!(
+            "backing off until {} after {} failed attempts, {} changesets pending: {err}",
+            when(h.next_attempt_unix),
+            h.attempts,
+            h.pending
+        ),
+        state => format!(
+            "{}, {} changesets pending, {} dead",
+            state.replace('_', " "),
+            h.pending,
+            h.dead
+        ),
+    }
 }
 
 /// An age as `42s`, `7m05s`, `3h12m`, `2d04h`.
@@ -180,13 +327,28 @@ pub fn age(s: f64) -> String {
     }
 }
 
+fn when(unix: Option<u64>) -> String {
+    unix.map_or_else(|| "never".into(), crate::logger::utc)
+}
+
+/// The root is listed as `.` so that an empty path is visible.
+fn shown(path: &str) -> &str {
+    if path.is_empty() {
+        "."
+    } else {
+        path
+    }
+}
+
+/// A message on one line, shortened: control characters (rsync's stderr
+/// can hold escaped names) become spaces.
 fn one_line(s: &str) -> String {
     let t: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    if t.chars().count() > 100 {
-        t.chars().take(97).collect::<String>() + "..."
+    if t.chars().count() > 160 {
+        t.chars().take(157).collect::<String>() + "..."
     } else {
         t
     }
@@ -202,5 +364,56 @@ mod tests {
         assert_eq!(age(425.0), "7m05s");
         assert_eq!(age(3.0 * 3600.0 + 720.0), "3h12m");
         assert_eq!(age(2.0 * 86400.0 + 4.0 * 3600.0), "2d04h");
+    }
+
+    fn rep(dead: u64, state: &str, pending: u64) -> Report {
+        Report {
+            name: "b".into(),
+            target: "/b/".into(),
+            pending,
+            pending_paths: pending,
+            oldest_pending_age_s: None,
+            dead,
+            state: state.into(),
+            last_success_unix: None,
+            last_error: Some("rsync exited with 23\nnext".into()),
+            entries: None,
+        }
+    }
+
+    #[test]
+    fn error_means_dead_letters_repeated_failures_or_a_lost_worker() {
+        assert_eq!(problem(&rep(0, "backing_off", 3), 2, true, 5), None);
+        assert_eq!(problem(&rep(0, "syncing", 9), 0, true, 5), None);
+        let p = problem(&rep(2, "in_sync", 0), 0, true, 5).unwrap();
+        assert!(p.contains("2 changesets are dead letters"), "{p}");
+        assert!(p.contains("queue retry --dest b"), "{p}");
+        assert!(!p.contains('\n'), "{p}");
+        assert!(problem(&rep(0, "backing_off", 3), 5, true, 5).is_some());
+        assert!(problem(&rep(0, STOPPED, 0), 0, true, 5).is_some());
+        assert_eq!(problem(&rep(0, STOPPED, 4), 0, false, 5), None);
+        assert!(problem(&rep(0, UNCONFIGURED, 1), 0, true, 5).is_some());
+        assert_eq!(problem(&rep(0, UNCONFIGURED, 0), 0, true, 5), None);
+    }
+
+    #[test]
+    fn an_entry_with_a_newline_stays_on_its_line() {
+        let mut r = rep(0, "in_sync", 1);
+        r.entries = Some(vec![PendingPath {
+            seq: 1,
+            kind: "file".into(),
+            path: escape(b"evil\nDEST 0 0"),
+        }]);
+        let mut out = Vec::new();
+        write_table(
+            &mut out,
+            &Inspection {
+                destinations: vec![r],
+            },
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.contains("evil\\x0aDEST 0 0"), "{text}");
     }
 }

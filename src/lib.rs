@@ -8,8 +8,9 @@
 //! [`worker`] (one thread per destination running [`rsync`] on paths
 //! [`classify`]d against the live tree). [`daemon`] wires them into one
 //! main loop; [`record`] is the on-disk codec, [`lock`] the single-instance
-//! guard, [`inspect`] the queue report. The binary (`main.rs`) is a thin
-//! layer over [`run`].
+//! guard, [`inspect`] the queue and status reports, [`control`] the socket
+//! through which commands reach a running daemon. The binary (`main.rs`)
+//! is a thin layer over [`run`].
 
 pub mod aggregate;
 pub mod changeset;
@@ -17,6 +18,7 @@ pub mod classify;
 pub mod cli;
 pub mod commit;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod dryrun;
 pub mod error;
@@ -34,10 +36,12 @@ pub mod watch;
 pub mod worker;
 
 use std::io::Write;
+use std::path::Path;
 
 pub use error::{Error, Result};
 
-use cli::{Cli, Command, InspectArgs, QueueCommand};
+use cli::{Cli, Command, InspectArgs, PurgeArgs, QueueCommand, RetryArgs, StatusArgs};
+use control::{Reply, Request};
 
 /// Runs a parsed command line. Output goes to `out`.
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
@@ -57,7 +61,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             }
             daemon::run(cfg)
         }
+        Command::Status(a) => status(&a, out),
         Command::Queue(QueueCommand::Inspect(a)) => queue_inspect(&a, out),
+        Command::Queue(QueueCommand::Retry(a)) => queue_retry(&a, out),
+        Command::Queue(QueueCommand::Purge(a)) => queue_purge(&a, out),
         Command::Man => {
             let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
             man.render(out)
@@ -71,36 +78,137 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
     }
 }
 
+/// Runs one request on the queues of `dir`, through the daemon or not.
+fn request(dir: &Path, req: &Request) -> Result<(Reply, bool)> {
+    let mut reached = control::reach(dir)?;
+    let reply = reached.run(req)?;
+    Ok((reply, reached.is_live()))
+}
+
+fn unexpected(reply: &Reply) -> Error {
+    Error::Control(format!(
+        "the daemon answered with an unexpected reply: {reply:?}"
+    ))
+}
+
+fn written(r: std::io::Result<()>, out: &mut dyn Write) -> Result<()> {
+    r.and_then(|_| out.flush())
+        .map_err(|e| Error::io("cannot write to", "stdout", e))
+}
+
+fn json(out: &mut dyn Write, v: &impl serde::Serialize) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, v)?;
+    writeln!(out)
+}
+
 fn queue_inspect(a: &InspectArgs, out: &mut dyn Write) -> Result<()> {
     let dir = config::state_dir(&a.state)?;
-    if !store::db_path(&dir).exists() {
-        return Err(Error::Usage(format!(
-            "no syncd store in {}: no daemon has run with this --state-dir",
-            dir.display()
-        )));
-    }
-    if let Some(pid) = lock::holder_of(&dir) {
-        return Err(Error::Control(format!(
-            "a syncd daemon (pid {pid}) holds {}; the store cannot be read while it runs",
-            lock::lock_path(&dir).display()
-        )));
-    }
-    let store = store::Store::open(&dir)?;
-    let ins = inspect::offline(&store, a.dest.as_deref(), a.entries)?;
-    if let Some(d) = &a.dest {
-        if ins.destinations.is_empty() {
-            return Err(Error::Usage(format!(
-                "no destination named {d:?} in this store"
-            )));
-        }
-    }
-    let res = if a.json {
-        serde_json::to_writer_pretty(&mut *out, &ins)
-            .map_err(std::io::Error::from)
-            .and_then(|_| writeln!(out))
+    let req = Request::Inspect {
+        dest: a.dest.clone(),
+        entries: a.entries,
+    };
+    let ins = match request(&dir, &req)?.0 {
+        Reply::Inspection(i) => i,
+        other => return Err(unexpected(&other)),
+    };
+    let r = if a.json {
+        json(out, &ins)
     } else {
         inspect::write_table(out, &ins)
     };
-    res.and_then(|_| out.flush())
-        .map_err(|e| Error::io("cannot write to", "stdout", e))
+    written(r, out)
+}
+
+fn status(a: &StatusArgs, out: &mut dyn Write) -> Result<()> {
+    let dir = config::state_dir(&a.state)?;
+    let req = Request::Status {
+        max_failures: a.max_failures,
+    };
+    let (report, why_down) = match request(&dir, &req) {
+        Ok((Reply::Status(s), _)) => (s, None),
+        Ok((other, _)) => return Err(unexpected(&other)),
+        Err(Error::NotRunning(msg)) => (
+            inspect::StatusReport {
+                daemon: None,
+                state_dir: changeset::escape(std::os::unix::ffi::OsStrExt::as_bytes(
+                    dir.as_os_str(),
+                )),
+                healthy: false,
+                destinations: Vec::new(),
+            },
+            Some(msg),
+        ),
+        Err(e) => return Err(e),
+    };
+    let r = if a.json {
+        json(out, &report)
+    } else {
+        inspect::write_status(out, &report)
+    };
+    written(r, out)?;
+    if report.daemon.is_none() {
+        return Err(Error::NotRunning(why_down.unwrap_or_else(|| {
+            format!("no syncd daemon is running on {}", dir.display())
+        })));
+    }
+    let bad: Vec<&str> = report
+        .destinations
+        .iter()
+        .filter(|h| h.problem.is_some())
+        .map(|h| h.name.as_str())
+        .collect();
+    if !bad.is_empty() {
+        return Err(Error::Unhealthy(format!(
+            "destinations in error: {}",
+            bad.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn queue_retry(a: &RetryArgs, out: &mut dyn Write) -> Result<()> {
+    let dir = config::state_dir(&a.state)?;
+    let req = Request::Retry {
+        dest: a.dest.clone(),
+    };
+    changed(&dir, &req, out)
+}
+
+fn queue_purge(a: &PurgeArgs, out: &mut dyn Write) -> Result<()> {
+    if !a.yes {
+        return Err(Error::Usage(format!(
+            "`syncd queue purge` drops every pending changeset and dead letter of {:?} for \
+             good: that destination then misses those changes until the next full sync. \
+             Add --yes to do it",
+            a.dest
+        )));
+    }
+    let dir = config::state_dir(&a.state)?;
+    let req = Request::Purge {
+        dest: a.dest.clone(),
+    };
+    changed(&dir, &req, out)
+}
+
+/// Runs `retry` or `purge` and says what it did, one line per destination.
+fn changed(dir: &Path, req: &Request, out: &mut dyn Write) -> Result<()> {
+    let (reply, live) = request(dir, req)?;
+    let Reply::Changed(c) = reply else {
+        return Err(unexpected(&reply));
+    };
+    let mut r = Ok(());
+    for m in &c.destinations {
+        let what = match (c.action.as_str(), m.changesets) {
+            ("purge", n) => format!("{n} changesets dropped"),
+            (_, 0) => "no dead letters".to_string(),
+            (_, n) => format!("{n} dead changesets back in the queue"),
+        };
+        let how = match (live, m.woken) {
+            (true, true) => "; its worker tries now",
+            (true, false) => "; the daemon does not replicate to it",
+            (false, _) => " (no daemon is running; the store was changed)",
+        };
+        r = r.and_then(|_| writeln!(out, "{}: {}: {what}{how}", c.action, m.name));
+    }
+    written(r, out)
 }

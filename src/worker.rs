@@ -31,6 +31,9 @@ use crate::store::{now_ms, Store};
 pub enum Cmd {
     /// New changesets were committed.
     Wake,
+    /// Try now: re-read the queue and end a back-off early (`syncd queue
+    /// retry` and `purge`).
+    Retry,
     /// End any running rsync and return.
     Stop,
 }
@@ -191,7 +194,7 @@ impl Worker {
             if pending.is_empty() {
                 self.set_state(State::InSync);
                 match self.rx.recv() {
-                    Ok(Cmd::Wake) => continue,
+                    Ok(Cmd::Wake | Cmd::Retry) => continue,
                     Ok(Cmd::Stop) | Err(_) => return Err(Stopped),
                 }
             }
@@ -407,14 +410,14 @@ impl Worker {
     fn drain_wakes(&self) -> Result<(), Stopped> {
         loop {
             match self.rx.try_recv() {
-                Ok(Cmd::Wake) => continue,
+                Ok(Cmd::Wake | Cmd::Retry) => continue,
                 Ok(Cmd::Stop) | Err(TryRecvError::Disconnected) => return Err(Stopped),
                 Err(TryRecvError::Empty) => return Ok(()),
             }
         }
     }
 
-    /// Waits `d`, returning early only to stop.
+    /// Waits `d`, returning early to stop (`Err`) or to retry now (`Ok`).
     fn sleep(&self, d: Duration) -> Result<(), Stopped> {
         let until = Instant::now() + d;
         loop {
@@ -424,7 +427,7 @@ impl Worker {
             }
             match self.rx.recv_timeout(left) {
                 Ok(Cmd::Wake) => continue,
-                Err(RecvTimeoutError::Timeout) => return Ok(()),
+                Ok(Cmd::Retry) | Err(RecvTimeoutError::Timeout) => return Ok(()),
                 Ok(Cmd::Stop) | Err(RecvTimeoutError::Disconnected) => return Err(Stopped),
             }
         }
