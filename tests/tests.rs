@@ -4,6 +4,7 @@
 
 mod util;
 
+mod control;
 mod core;
 mod crash;
 mod service;
