@@ -35,7 +35,9 @@ enum Event {
 
 /// Runs the daemon until SIGTERM/SIGINT (`Ok`) or a fatal error.
 pub fn run(cfg: RunConfig) -> Result<()> {
-    std::fs::create_dir_all(&cfg.state_dir)
+    // 0700: the control socket refuses a directory others could write.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&cfg.state_dir)
         .map_err(|e| Error::io("cannot create the state directory", &cfg.state_dir, e))?;
     let lock = crate::lock::acquire(&cfg.state_dir)?;
     // Handlers first: a SIGTERM during a long start-up (a big store takes

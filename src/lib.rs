@@ -206,7 +206,7 @@ fn changed(dir: &Path, req: &Request, out: &mut dyn Write) -> Result<()> {
         let how = match (live, m.woken) {
             (true, true) => "; its worker tries now",
             (true, false) => "; the daemon does not replicate to it",
-            (false, _) => " (no daemon is running; the store was changed)",
+            (false, _) => " (no daemon is running: done in the store)",
         };
         r = r.and_then(|_| writeln!(out, "{}: {}: {what}{how}", c.action, m.name));
     }

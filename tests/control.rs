@@ -138,6 +138,12 @@ fn inspect_and_status_offline_and_live() {
     let sock = state.join("control.sock");
     let mode = fs::symlink_metadata(&sock).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+    let mode = fs::metadata(&state).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o700,
+        "a new state directory is private: {mode:o}"
+    );
 
     let (code, v, err) = status(&state, &[]);
     assert_eq!(code, Some(0), "{v} {err}");
