@@ -379,6 +379,33 @@ fn a_stale_socket_from_a_killed_daemon_is_replaced() {
 }
 
 #[test]
+fn a_held_lock_without_an_answer_is_reported_not_waited_on() {
+    let dir = Dir::new();
+    let state = dir.state();
+    let d = started(&dir, &[]);
+    assert!(d.stop().success());
+    // Someone holds the lock (this test, as a daemon starting up would)
+    // but no socket answers: the command says so instead of reading the
+    // store.
+    let lock = fs::File::open(state.join("lock")).unwrap();
+    // SAFETY: flock on a file descriptor this test owns.
+    let r = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&lock),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    assert_eq!(r, 0);
+    let out = cmd(&state, &["queue", "inspect"]);
+    drop(lock);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("but does not answer on"), "{err}");
+    assert!(err.contains("control.sock"), "{err}");
+    assert_eq!(first(&state)["state"], "stopped");
+}
+
+#[test]
 fn a_socket_in_a_directory_others_can_write_is_refused() {
     let dir = Dir::new();
     let state = dir.state();
