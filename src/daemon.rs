@@ -180,6 +180,9 @@ fn try_commit(
     }
 }
 
+// Eight arguments: the loop borrows the state that `run` keeps for the
+// shutdown after it.
+#[allow(clippy::too_many_arguments)]
 fn main_loop(
     cfg: &RunConfig,
     fs_rx: &Receiver<RawEvent>,

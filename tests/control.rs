@@ -10,7 +10,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,24 +19,6 @@ use serde_json::Value;
 use crate::util::*;
 
 const T: Duration = Duration::from_secs(30);
-
-/// Makes a directory immutable (root cannot write into it either) until
-/// dropped, as in `core.rs`.
-struct Immutable<'a>(&'a Path);
-
-impl<'a> Immutable<'a> {
-    fn new(p: &'a Path) -> Immutable<'a> {
-        let st = Command::new("chattr").arg("+i").arg(p).status().unwrap();
-        assert!(st.success(), "chattr +i failed");
-        Immutable(p)
-    }
-}
-
-impl Drop for Immutable<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-i").arg(self.0).status();
-    }
-}
 
 /// Runs `syncd ARGS... --state-dir STATE`.
 fn cmd(state: &Path, args: &[&str]) -> Output {
@@ -445,30 +427,14 @@ fn a_socket_in_a_directory_others_can_write_is_refused() {
     set(0o755);
 }
 
-/// An rsync that fails with exit 1 (usage: dead-lettered after three
-/// attempts) while `flag` exists, and is the real rsync otherwise.
-fn breakable_rsync(dir: &Dir) -> (PathBuf, PathBuf) {
-    let flag = dir.root.join("broken");
-    let script = dir.root.join("rsync-wrapper");
-    fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n\
-             if [ -e '{}' ] && [ \"$1\" != --version ]; then echo 'wrapper: broken on purpose' >&2; exit 1; fi\n\
-             exec rsync \"$@\"\n",
-            flag.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    (script, flag)
-}
-
 #[test]
 fn retry_and_purge_live_and_offline() {
     let dir = Dir::new();
     let state = dir.state();
-    let (wrapper, flag) = breakable_rsync(&dir);
+    // An rsync that fails with a usage error (exit 1: dead-lettered after
+    // three attempts) while `flag` exists.
+    let (wrapper, flag) = (dir.root.join("rsync-wrapper"), dir.root.join("broken"));
+    rsync_wrapper(&wrapper, &dir.root.join("runs"), &flag);
     let w = wrapper.to_str().unwrap();
     // A long back-off cap, so that "tries now" differs from "tries later".
     let d = started_with(&dir, "60", &["--rsync", w]);
@@ -493,7 +459,7 @@ fn retry_and_purge_live_and_offline() {
         p.contains("dead letters") && p.contains("queue retry --dest dst"),
         "{p}"
     );
-    assert!(p.contains("broken on purpose"), "{p}");
+    assert!(p.contains("rsync exited with 1"), "{p}");
     fs::remove_file(&flag).unwrap();
     let out = cmd(&state, &["queue", "retry", "--dest", "dst"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
