@@ -173,14 +173,18 @@ fn crash_torture_kill_9_at_random_moments_loses_nothing() {
     );
 }
 
-/// Mounts a tmpfs for the duration of a test and unmounts it after.
+/// Mounts a tmpfs for the duration of a test and unmounts it after. Its
+/// root is mode 0700: a fresh tmpfs is 1777, and syncd refuses a control
+/// socket in a directory other users can write.
 struct Tmpfs<'a>(&'a Path);
 
 impl<'a> Tmpfs<'a> {
     fn mount(p: &'a Path, size: &str) -> Tmpfs<'a> {
         fs::create_dir_all(p).unwrap();
         let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},mode=0700"))
+            .arg("tmpfs")
             .arg(p)
             .status()
             .unwrap();
