@@ -23,6 +23,7 @@ cat <<TXT
 syncd is replicating $demo/src to $demo/dst (window: 2 s).
 In another terminal, change files under $demo/src, then compare:
     diff -r $demo/src $demo/dst && echo mirror
-    ./target/release/syncd queue inspect --state-dir $demo/state   (after Ctrl-C)
+    ./target/release/syncd queue inspect --state-dir $demo/state
+    ./target/release/syncd status --state-dir $demo/state
 TXT
 exec ./target/release/syncd run --delay 2 --state-dir "$demo/state" "$demo/src/./" "$demo/dst"
