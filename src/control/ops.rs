@@ -24,18 +24,18 @@ use super::protocol::{Changed, Moved, Reply, Request, VERSION};
 /// What an operation can see and touch.
 pub struct View<'a> {
     pub store: &'a Store,
-    /// The running daemon's workers; `None` offline.
+    /// The running daemon's destinations; `None` offline.
     pub daemon: Option<Running<'a>>,
 }
 
 /// The running daemon, as its main loop lends it.
 pub struct Running<'a> {
-    pub workers: Vec<WorkerRef<'a>>,
+    pub dests: Vec<DestRef<'a>>,
     pub started_ms: u64,
 }
 
 /// One destination of the running daemon, and its worker when it runs.
-pub struct WorkerRef<'a> {
+pub struct DestRef<'a> {
     pub name: &'a str,
     pub target: &'a [u8],
     pub worker: Option<(&'a Mutex<Live>, &'a Sender<Cmd>)>,
@@ -57,9 +57,9 @@ impl<'a> View<'a> {
         workers: &'a [Handle],
         started_ms: u64,
     ) -> View<'a> {
-        let workers = dests
+        let dests = dests
             .iter()
-            .map(|d| WorkerRef {
+            .map(|d| DestRef {
                 name: &d.dest.name,
                 target: d.dest.target.as_bytes(),
                 worker: workers
@@ -70,19 +70,16 @@ impl<'a> View<'a> {
             .collect();
         View {
             store,
-            daemon: Some(Running {
-                workers,
-                started_ms,
-            }),
+            daemon: Some(Running { dests, started_ms }),
         }
     }
 }
 
-/// One destination as an operation walks them: `worker` is set for the
+/// One destination as an operation walks them: `dest` is set for the
 /// running daemon's destinations, `live` when their worker runs.
 struct Slot<'v> {
     target: Vec<u8>,
-    worker: Option<&'v WorkerRef<'v>>,
+    dest: Option<&'v DestRef<'v>>,
     live: Option<Live>,
 }
 
@@ -92,7 +89,7 @@ impl View<'_> {
     fn slots(&self) -> Vec<Slot<'_>> {
         let mut v: Vec<Slot<'_>> = Vec::new();
         if let Some(d) = &self.daemon {
-            for w in &d.workers {
+            for w in &d.dests {
                 let live = w.worker.map(|(live, _)| match live.lock() {
                     Ok(g) => g.clone(),
                     // A worker that panicked holding the lock: its last
@@ -101,7 +98,7 @@ impl View<'_> {
                 });
                 v.push(Slot {
                     target: w.target.to_vec(),
-                    worker: Some(w),
+                    dest: Some(w),
                     live,
                 });
             }
@@ -110,7 +107,7 @@ impl View<'_> {
             if !v.iter().any(|s| s.target == t) {
                 v.push(Slot {
                     target: t,
-                    worker: None,
+                    dest: None,
                     live: None,
                 });
             }
@@ -121,7 +118,7 @@ impl View<'_> {
     /// The state word of a destination without a live worker: stopped,
     /// unless a daemon runs that does not replicate to it.
     fn idle_state(&self, s: &Slot<'_>) -> &'static str {
-        if self.daemon.is_some() && s.worker.is_none() {
+        if self.daemon.is_some() && s.dest.is_none() {
             UNCONFIGURED
         } else {
             STOPPED
@@ -140,7 +137,7 @@ impl View<'_> {
 
     /// The name `--dest` is matched against, as in the reports.
     fn name(&self, s: &Slot<'_>) -> String {
-        match s.worker {
+        match s.dest {
             Some(w) => w.name.to_string(),
             None => {
                 let st = self.store.status(&s.target);
@@ -231,7 +228,7 @@ fn change(view: &View<'_>, action: &str, dest: Option<&str>) -> Result<Reply> {
         // The worker re-reads its queue now: a revived changeset runs at
         // once, and a purged destination stops backing off for nothing.
         let woken = s
-            .worker
+            .dest
             .and_then(|w| w.worker)
             .is_some_and(|(_, tx)| tx.send(Cmd::Retry).is_ok());
         moved.push(Moved {
