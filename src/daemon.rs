@@ -59,7 +59,7 @@ pub fn run(cfg: RunConfig) -> Result<()> {
     let clean = clean && !cfg.reset_queue;
 
     let (fs_tx, fs_rx) = crossbeam_channel::unbounded();
-    let mut watch = watch::Watch::start(&cfg.source.root, fs_tx, watch::exclude_nothing())?;
+    let watch = watch::Watch::start(&cfg.source.root, fs_tx, watch::exclude_nothing())?;
 
     if cfg.initial_sync || !clean {
         let why = match (clean, cfg.reset_queue) {
@@ -92,217 +92,214 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         cfg.source.root.display(),
         cfg.dests.len()
     ));
-    let mut window = Aggregator::new(
+    let window = Aggregator::new(
         cfg.delay,
         cfg.window_cap,
         cfg.workers.full_threshold,
         cfg.hold,
     );
-    let mut committer = Committer::new();
-    let mut pipe = Some(pipe);
-    let result = main_loop(
-        &cfg,
-        &fs_rx,
-        &sig_rx,
-        &mut window,
-        &mut committer,
-        &mut pipe,
-        &mut watch,
-        &control,
-    );
-    drop(control);
-
-    crate::service::stopping();
-    // Shutdown: the watcher first, so no new events; then the workers, so
-    // the last window is committed but not started (the next start replays
-    // it); then the open window.
-    watch.stop();
-    if let Some(p) = pipe.as_mut() {
-        p.stop_workers();
-    }
-    while let Ok(ev) = fs_rx.try_recv() {
-        absorb(&cfg, ev, &mut window, &mut watch, false);
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !window.is_empty() {
-        try_commit(&cfg, &mut window, &mut committer, &mut pipe, false);
-        if window.is_empty() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            committer.lost_on_exit(window.len());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    if let Some(p) = pipe.as_ref() {
-        if committer.all_committed() {
-            p.store().mark_clean()?;
-        }
-    }
-    log::info!("stopped");
-    drop(pipe);
+    let mut d = Daemon {
+        cfg,
+        fs_rx,
+        sig_rx,
+        control,
+        window,
+        committer: Committer::new(),
+        pipe: Some(pipe),
+        watch,
+    };
+    let result = d.main_loop();
+    d.shutdown()?;
     drop(lock);
     result
 }
 
-/// Commits the window, first rebuilding the pipeline when the last commit
-/// failed (a poisoned store) or it could not be rebuilt before.
-fn try_commit(
-    cfg: &RunConfig,
-    window: &mut Aggregator,
-    committer: &mut Committer,
-    pipe: &mut Option<Pipeline>,
-    with_workers: bool,
-) {
-    if committer.failing() || pipe.is_none() {
-        *pipe = match pipe.take() {
-            Some(p) => p.reopen(cfg),
-            None => Pipeline::open(cfg).and_then(|(mut p, _)| {
-                log::warn!("reopened the store at {}", p.store().path().display());
-                if with_workers {
-                    p.start_workers(cfg)?;
-                }
-                Ok(p)
-            }),
-        }
-        .map_err(|e| log::debug!("the store cannot be reopened yet: {e}"))
-        .ok();
-        if let (Some(p), false) = (pipe.as_mut(), with_workers) {
-            p.stop_workers();
-        }
-    }
-    match pipe.as_ref() {
-        Some(p) => {
-            committer.commit_window(p, window);
-        }
-        None => committer.postpone(),
-    }
+/// The running daemon's state, shared by the main loop and the shutdown
+/// after it.
+struct Daemon {
+    cfg: RunConfig,
+    fs_rx: Receiver<RawEvent>,
+    sig_rx: Receiver<i32>,
+    control: crate::control::Server,
+    window: Aggregator,
+    committer: Committer,
+    /// `None` while the store cannot be reopened after an I/O error.
+    pipe: Option<Pipeline>,
+    watch: watch::Watch,
 }
 
-// Eight arguments: the loop borrows the state that `run` keeps for the
-// shutdown after it.
-#[allow(clippy::too_many_arguments)]
-fn main_loop(
-    cfg: &RunConfig,
-    fs_rx: &Receiver<RawEvent>,
-    sig_rx: &Receiver<i32>,
-    window: &mut Aggregator,
-    committer: &mut Committer,
-    pipe: &mut Option<Pipeline>,
-    watch: &mut watch::Watch,
-    control: &crate::control::Server,
-) -> Result<()> {
-    let mut watchdog = crate::service::Watchdog::from_env();
-    loop {
-        let now = Instant::now();
-        watchdog.tick(now);
-        if watch.next_rescan().is_some_and(|t| now >= t) {
-            log::warn!("part of the tree is not watched (inotify limits): periodic full sync");
-            window.add(Entry::full(), now);
-            watch.rescanned(now);
-        }
-        let wake = [
-            window.deadline(),
-            committer.retry_at(),
-            watch.next_rescan(),
-            watchdog.due_at(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let timeout = wake
-            .map(|w| w.saturating_duration_since(now))
-            .unwrap_or(Duration::from_secs(3600));
-        let ev = select! {
-            recv(fs_rx) -> m => match m {
-                Ok(ev) => Event::Fs(ev),
-                Err(_) => return Err(Error::Watch("the inotify watcher stopped unexpectedly".into())),
-            },
-            recv(sig_rx) -> m => Event::Signal(m.unwrap_or(libc::SIGTERM)),
-            recv(control.calls()) -> m => m.map_or(Event::Tick, Event::Control),
-            default(timeout) => Event::Tick,
-        };
-        match ev {
-            Event::Fs(raw) => {
-                if let Some(lost) = absorb(cfg, raw, window, watch, true) {
-                    return Err(lost);
-                }
+impl Daemon {
+    fn main_loop(&mut self) -> Result<()> {
+        let mut watchdog = crate::service::Watchdog::from_env();
+        loop {
+            let now = Instant::now();
+            watchdog.tick(now);
+            if self.watch.next_rescan().is_some_and(|t| now >= t) {
+                log::warn!("part of the tree is not watched (inotify limits): periodic full sync");
+                self.window.add(Entry::full(), now);
+                self.watch.rescanned(now);
             }
-            Event::Signal(libc::SIGHUP) => {
-                log::info!("SIGHUP: queueing a full sync");
-                window.add(Entry::full(), Instant::now());
-            }
-            Event::Signal(s) => {
-                log::info!("signal {s}: committing the open window and stopping");
-                return Ok(());
-            }
-            Event::Tick => {}
-            Event::Control(call) => {
-                let running = pipe.as_ref().map(|p| (p.store().as_ref(), p.workers()));
-                control.answer(call, &cfg.dests, running);
-            }
-        }
-        let now = Instant::now();
-        if window.due(now) && committer.may_try(now) {
-            try_commit(cfg, window, committer, pipe, true);
-        }
-    }
-}
-
-/// Feeds one raw event into the window, and rebuilds or degrades the watch
-/// when the event says so (`live`; not during shutdown). Returns the fatal
-/// error when the root is lost or cannot be watched again.
-fn absorb(
-    cfg: &RunConfig,
-    raw: RawEvent,
-    window: &mut Aggregator,
-    watch: &mut watch::Watch,
-    live: bool,
-) -> Option<Error> {
-    let now = Instant::now();
-    for change in watch.interpret(raw) {
-        match change {
-            Change::Entry(e) => {
-                log::trace!(
-                    "event: {} {}",
-                    e.kind.name(),
-                    crate::changeset::escape(&e.path)
-                );
-                window.add(e, now);
-            }
-            Change::Rescan => {
-                log::warn!(
-                    "the inotify queue overflowed: events were lost; rebuilding the watch and \
-                     queueing a full sync (raise fs.inotify.max_queued_events if this repeats)"
-                );
-                window.add(Entry::full(), now);
-                if live {
-                    if let Err(e) = watch.rebuild() {
-                        return Some(e);
+            let wake = [
+                self.window.deadline(),
+                self.committer.retry_at(),
+                self.watch.next_rescan(),
+                watchdog.due_at(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let timeout = wake
+                .map(|w| w.saturating_duration_since(now))
+                .unwrap_or(Duration::from_secs(3600));
+            let ev = select! {
+                recv(self.fs_rx) -> m => match m {
+                    Ok(ev) => Event::Fs(ev),
+                    Err(_) => return Err(Error::Watch("the inotify watcher stopped unexpectedly".into())),
+                },
+                recv(self.sig_rx) -> m => Event::Signal(m.unwrap_or(libc::SIGTERM)),
+                recv(self.control.calls()) -> m => m.map_or(Event::Tick, Event::Control),
+                default(timeout) => Event::Tick,
+            };
+            match ev {
+                Event::Fs(raw) => {
+                    if let Some(lost) = self.absorb(raw, true) {
+                        return Err(lost);
                     }
                 }
+                Event::Signal(libc::SIGHUP) => {
+                    log::info!("SIGHUP: queueing a full sync");
+                    self.window.add(Entry::full(), Instant::now());
+                }
+                Event::Signal(s) => {
+                    log::info!("signal {s}: committing the open window and stopping");
+                    return Ok(());
+                }
+                Event::Tick => {}
+                Event::Control(call) => {
+                    let running = self
+                        .pipe
+                        .as_ref()
+                        .map(|p| (p.store().as_ref(), p.workers()));
+                    self.control.answer(call, &self.cfg.dests, running);
+                }
             }
-            Change::Writing(p) => window.writing(&p, now),
-            Change::Closed(p) => window.closed(&p),
-            Change::Error(msg) => log::error!("{msg}"),
-            Change::Limit(msg) => {
-                log::error!(
-                    "{msg}; until then the unwatched directories are synced whole now and by a \
-                     full sync every {}s",
-                    watch::DEGRADED_RESCAN.as_secs()
-                );
-                watch.degrade();
-            }
-            Change::RootLost(how) => {
-                return Some(Error::RootLost {
-                    path: cfg.source.root.clone(),
-                    how,
-                });
+            let now = Instant::now();
+            if self.window.due(now) && self.committer.may_try(now) {
+                self.try_commit(true);
             }
         }
     }
-    None
+
+    /// Stops the watch first, so no new events; then the workers, so the
+    /// last window is committed but not started (the next start replays
+    /// it); then commits the open window and marks a clean shutdown.
+    fn shutdown(&mut self) -> Result<()> {
+        crate::service::stopping();
+        self.watch.stop();
+        if let Some(p) = self.pipe.as_mut() {
+            p.stop_workers();
+        }
+        while let Ok(ev) = self.fs_rx.try_recv() {
+            self.absorb(ev, false);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.window.is_empty() {
+            self.try_commit(false);
+            if self.window.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                self.committer.lost_on_exit(self.window.len());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        if let Some(p) = self.pipe.as_ref() {
+            if self.committer.all_committed() {
+                p.store().mark_clean()?;
+            }
+        }
+        log::info!("stopped");
+        Ok(())
+    }
+
+    /// Commits the window, first rebuilding the pipeline when the last
+    /// commit failed (a poisoned store) or it could not be rebuilt before.
+    fn try_commit(&mut self, with_workers: bool) {
+        let cfg = &self.cfg;
+        if self.committer.failing() || self.pipe.is_none() {
+            self.pipe = match self.pipe.take() {
+                Some(p) => p.reopen(cfg),
+                None => Pipeline::open(cfg).and_then(|(mut p, _)| {
+                    log::warn!("reopened the store at {}", p.store().path().display());
+                    if with_workers {
+                        p.start_workers(cfg)?;
+                    }
+                    Ok(p)
+                }),
+            }
+            .map_err(|e| log::debug!("the store cannot be reopened yet: {e}"))
+            .ok();
+            if let (Some(p), false) = (self.pipe.as_mut(), with_workers) {
+                p.stop_workers();
+            }
+        }
+        match self.pipe.as_ref() {
+            Some(p) => {
+                self.committer.commit_window(p, &mut self.window);
+            }
+            None => self.committer.postpone(),
+        }
+    }
+
+    /// Feeds one raw event into the window, and rebuilds or degrades the
+    /// watch when the event says so (`live`; not during shutdown). Returns
+    /// the fatal error when the root is lost or cannot be watched again.
+    fn absorb(&mut self, raw: RawEvent, live: bool) -> Option<Error> {
+        let now = Instant::now();
+        for change in self.watch.interpret(raw) {
+            match change {
+                Change::Entry(e) => {
+                    log::trace!(
+                        "event: {} {}",
+                        e.kind.name(),
+                        crate::changeset::escape(&e.path)
+                    );
+                    self.window.add(e, now);
+                }
+                Change::Rescan => {
+                    log::warn!(
+                        "the inotify queue overflowed: events were lost; rebuilding the watch and \
+                         queueing a full sync (raise fs.inotify.max_queued_events if this repeats)"
+                    );
+                    self.window.add(Entry::full(), now);
+                    if live {
+                        if let Err(e) = self.watch.rebuild() {
+                            return Some(e);
+                        }
+                    }
+                }
+                Change::Writing(p) => self.window.writing(&p, now),
+                Change::Closed(p) => self.window.closed(&p),
+                Change::Error(msg) => log::error!("{msg}"),
+                Change::Limit(msg) => {
+                    log::error!(
+                        "{msg}; until then the unwatched directories are synced whole now and by \
+                         a full sync every {}s",
+                        watch::DEGRADED_RESCAN.as_secs()
+                    );
+                    self.watch.degrade();
+                }
+                Change::RootLost(how) => {
+                    return Some(Error::RootLost {
+                        path: self.cfg.source.root.clone(),
+                        how,
+                    });
+                }
+            }
+        }
+        None
+    }
 }
 
 /// Turns SIGTERM, SIGINT and SIGHUP into messages on a channel.

@@ -250,8 +250,8 @@ fn a_file_rewritten_during_its_transfer_is_sent_again() {
     let dir = Dir::new();
     let d = dir.start_synced("0.2", &["-v"]);
     let size = 64 << 20;
-    dir.write("big", vec![b'a'; size]);
     let before = d.log().matches("running rsync").count();
+    dir.write("big", vec![b'a'; size]);
     let t = std::time::Instant::now();
     while d.log().matches("running rsync").count() == before {
         assert!(t.elapsed() < T);
