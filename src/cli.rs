@@ -112,6 +112,8 @@ pub struct RunArgs {
     pub timing: TimingArgs,
     #[command(flatten)]
     pub rsync: RsyncArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// Skip the full sync at start-up; the queue alone carries the backlog.
     /// A start after an unclean stop always runs it.
     #[arg(short = 'i', long)]
@@ -126,6 +128,20 @@ pub struct RunArgs {
     /// store, no destination).
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+}
+
+/// Prometheus metrics.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Metrics")]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics; a bare PORT
+    /// listens on 127.0.0.1 only.
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub metrics_listen: Option<String>,
+    /// Write the metrics to FILE every 15 s (atomically), for
+    /// node_exporter's textfile collector.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// Where the queue, the lock and the control socket live.

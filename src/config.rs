@@ -32,6 +32,10 @@ pub struct RunConfig {
     pub workers: WorkerSettings,
     /// Early-flush cap of the window, in optimized entries.
     pub window_cap: usize,
+    /// Where to serve metrics, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where to write the metrics textfile, if anywhere.
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// The state directory from the flag or env, or the default for this user.
@@ -115,6 +119,18 @@ impl RunConfig {
             reset_queue: a.reset_queue,
             workers,
             window_cap: 50_000,
+            metrics_listen: a
+                .metrics
+                .metrics_listen
+                .as_deref()
+                .map(crate::metrics::parse_listen)
+                .transpose()?,
+            metrics_textfile: a
+                .metrics
+                .metrics_textfile
+                .as_deref()
+                .map(absolute)
+                .transpose()?,
         })
     }
 }

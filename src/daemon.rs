@@ -31,7 +31,12 @@ enum Event {
     Tick,
     /// A request on the control socket.
     Control(crate::control::Call),
+    /// A metrics scrape waiting for the text.
+    Scrape(crate::metrics::Scrape),
 }
+
+/// How often the metrics textfile is rewritten.
+const TEXTFILE_EVERY: Duration = Duration::from_secs(15);
 
 /// Runs the daemon until SIGTERM/SIGINT (`Ok`) or a fatal error.
 pub fn run(cfg: RunConfig) -> Result<()> {
@@ -98,17 +103,26 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         cfg.workers.full_threshold,
         cfg.hold,
     );
+    let (scrape_tx, scrape_rx) = crate::metrics::channel();
+    let listener = match cfg.metrics_listen {
+        Some(addr) => Some(crate::metrics::Listener::start(addr, scrape_tx)?),
+        None => None,
+    };
     let mut d = Daemon {
         cfg,
         fs_rx,
         sig_rx,
         control,
+        scrape_rx,
+        started_unix: crate::store::now_ms() / 1000,
+        next_textfile: Instant::now(),
         window,
         committer: Committer::new(),
         pipe: Some(pipe),
         watch,
     };
     let result = d.main_loop();
+    drop(listener);
     d.shutdown()?;
     drop(lock);
     result
@@ -121,6 +135,9 @@ struct Daemon {
     fs_rx: Receiver<RawEvent>,
     sig_rx: Receiver<i32>,
     control: crate::control::Server,
+    scrape_rx: Receiver<crate::metrics::Scrape>,
+    started_unix: u64,
+    next_textfile: Instant,
     window: Aggregator,
     committer: Committer,
     /// `None` while the store cannot be reopened after an I/O error.
@@ -139,8 +156,16 @@ impl Daemon {
                 self.window.add(Entry::full(), now);
                 self.watch.rescanned(now);
             }
+            if self.cfg.metrics_textfile.is_some() && now >= self.next_textfile {
+                self.write_textfile();
+                self.next_textfile = now + TEXTFILE_EVERY;
+            }
             let wake = [
                 self.window.deadline(),
+                self.cfg
+                    .metrics_textfile
+                    .as_ref()
+                    .map(|_| self.next_textfile),
                 self.committer.retry_at(),
                 self.watch.next_rescan(),
                 watchdog.due_at(),
@@ -158,6 +183,7 @@ impl Daemon {
                 },
                 recv(self.sig_rx) -> m => Event::Signal(m.unwrap_or(libc::SIGTERM)),
                 recv(self.control.calls()) -> m => m.map_or(Event::Tick, Event::Control),
+                recv(self.scrape_rx) -> m => m.map_or(Event::Tick, Event::Scrape),
                 default(timeout) => Event::Tick,
             };
             match ev {
@@ -175,6 +201,10 @@ impl Daemon {
                     return Ok(());
                 }
                 Event::Tick => {}
+                Event::Scrape(reply) => {
+                    let text = self.metrics_text().unwrap_or_default();
+                    let _ = reply.send(text);
+                }
                 Event::Control(call) => {
                     let running = self
                         .pipe
@@ -214,6 +244,7 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(500));
         }
+        self.write_textfile();
         if let Some(p) = self.pipe.as_ref() {
             if self.committer.all_committed() {
                 p.store().mark_clean()?;
@@ -221,6 +252,42 @@ impl Daemon {
         }
         log::info!("stopped");
         Ok(())
+    }
+
+    /// The metrics text, or `None` while the store is being reopened.
+    fn metrics_text(&self) -> Option<String> {
+        use std::os::unix::ffi::OsStrExt;
+        let p = self.pipe.as_ref()?;
+        let mut rows = Vec::new();
+        for d in &self.cfg.dests {
+            let live = p
+                .workers()
+                .iter()
+                .find(|w| w.name == d.dest.name)
+                .and_then(|w| w.live.lock().ok().map(|l| l.clone()));
+            let target = d.dest.target.as_bytes();
+            match crate::inspect::report(p.store(), target, live.as_ref(), "stopped", 0) {
+                Ok(r) => rows.push((r, live.map(|l| l.counters).unwrap_or_default())),
+                Err(e) => log::warn!("metrics: cannot read the queue of {}: {e}", d.dest.name),
+            }
+        }
+        let dests: Vec<crate::metrics::DestMetrics<'_>> = rows
+            .iter()
+            .map(|(report, counters)| crate::metrics::DestMetrics {
+                report,
+                counters: counters.clone(),
+            })
+            .collect();
+        Some(crate::metrics::render(&dests, self.started_unix))
+    }
+
+    fn write_textfile(&self) {
+        let (Some(path), Some(text)) = (&self.cfg.metrics_textfile, self.metrics_text()) else {
+            return;
+        };
+        if let Err(e) = crate::metrics::write_textfile(path, &text) {
+            log::warn!("cannot write the metrics textfile {}: {e}", path.display());
+        }
     }
 
     /// Commits the window, first rebuilding the pipeline when the last

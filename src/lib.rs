@@ -26,6 +26,7 @@ pub mod inspect;
 pub mod location;
 pub mod lock;
 pub mod logger;
+pub mod metrics;
 pub mod optimize;
 pub mod pipeline;
 pub mod record;

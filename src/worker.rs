@@ -103,6 +103,8 @@ pub struct Live {
     pub persisted: DestStatus,
     /// Consecutive failed attempts of the current batch.
     pub attempts: u32,
+    /// Run counters for metrics.
+    pub counters: crate::metrics::Counters,
 }
 
 /// A running worker.
@@ -128,6 +130,7 @@ pub fn spawn(
         state: State::InSync,
         persisted,
         attempts: 0,
+        counters: Default::default(),
     }));
     let w = Worker {
         queue: store.queue(&target)?,
@@ -316,6 +319,7 @@ impl Worker {
             }
             let st = self.update(|l| {
                 l.attempts = 0;
+                l.counters.runs_success += 1;
                 l.persisted.runs += 1;
                 l.persisted.last_success_ms = Some(now_ms());
             });
@@ -325,6 +329,10 @@ impl Worker {
         let attempts = self.live.lock().map(|l| l.attempts + 1).unwrap_or(1);
         let st = self.update(|l| {
             l.attempts = attempts;
+            match out.class {
+                Class::Fatal => l.counters.runs_fatal += 1,
+                _ => l.counters.runs_retry += 1,
+            }
             l.persisted.runs += 1;
             l.persisted.failures += 1;
             l.persisted.last_error = Some(out.summary.clone());

@@ -164,3 +164,93 @@ fn dry_run_prints_changesets_and_command_lines_and_touches_nothing() {
         "the destination was not touched"
     );
 }
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in:\n{text}"))
+}
+
+#[test]
+fn metrics_are_served_on_loopback_and_follow_the_queue() {
+    let dir = Dir::new();
+    let d = dir.start_synced("0.2", &["--metrics-listen", "0"]);
+    let log = d.log();
+    let addr = log
+        .split("serving metrics on http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("the log names the metrics address")
+        .to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    let text = http_get(&addr, "/metrics");
+    assert!(
+        text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200"),
+        "{text}"
+    );
+    assert!(text.contains("text/plain; version=0.0.4"), "{text}");
+    assert_eq!(metric(&text, "syncd_pending_changesets{dest=\"dst\"}"), 0.0);
+    assert!(
+        metric(
+            &text,
+            "syncd_rsync_runs_total{dest=\"dst\",result=\"success\"}"
+        ) >= 1.0
+    );
+    assert!(metric(&text, "syncd_last_success_timestamp_seconds{dest=\"dst\"}") > 1e9);
+
+    let guard = Immutable::new(&dir.dst());
+    dir.write("blocked", "x");
+    d.wait_log("stay queued", T);
+    let text = http_get(&addr, "/metrics");
+    assert!(
+        metric(&text, "syncd_pending_changesets{dest=\"dst\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "syncd_rsync_runs_total{dest=\"dst\",result=\"retry\"}"
+        ) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("syncd_destination_state{dest=\"dst\",state=\"backing_off\"} 1")
+            || text.contains("state=\"syncing\""),
+        "{text}"
+    );
+    drop(guard);
+    dir.wait_mirror(T);
+    assert!(http_get(&addr, "/other").contains("404"));
+    assert!(d.stop().success());
+}
+
+#[test]
+fn metrics_textfile_is_written_for_node_exporter() {
+    let dir = Dir::new();
+    let file = dir.root.join("syncd.prom");
+    let f = file.to_str().unwrap().to_string();
+    let d = dir.start_synced("0.2", &["--metrics-textfile", &f]);
+    let t = std::time::Instant::now();
+    while !file.exists() {
+        assert!(t.elapsed() < T);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(d.stop().success());
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("# TYPE syncd_pending_changesets gauge"),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "syncd_pending_changesets{dest=\"dst\"}"), 0.0);
+}
