@@ -22,6 +22,7 @@ pub mod control;
 pub mod daemon;
 pub mod dryrun;
 pub mod error;
+pub mod filter;
 pub mod inspect;
 pub mod location;
 pub mod lock;

@@ -1,0 +1,671 @@
+//! Exclude patterns (`--exclude`, `--exclude-from`) with rsync's own
+//! semantics, applied by syncd itself and handed to rsync unchanged.
+//!
+//! Why syncd filters at all, when rsync takes the same `--exclude`s: the
+//! daemon lists changed paths with `--files-from`, and rsync's excludes do
+//! not protect a path that is listed explicitly. An exclude of a directory
+//! works by rsync not descending into it; a listed `cache/y` bypasses that
+//! descent, so it is sent, and a listed missing `cache/x` is deleted through
+//! `--delete-missing-args` (measured in `research/rsync-strategies.md`
+//! §2.1 item 6). So syncd drops every path that is, or lies below, an
+//! excluded path before it is watched or queued ([`Filter::excluded`]), and
+//! still gives rsync the same rules ([`Filter::rsync_args`]): they are what
+//! keeps excluded names out of recursive tree runs and protects
+//! destination-only excluded files from `--delete`. The two cannot disagree
+//! because syncd matches the very patterns it passes, with a port of rsync's
+//! matching rules (its `rule_matches` and wildmatch), and refuses the rule
+//! kinds it does not implement (includes, list clears) instead of guessing.
+//!
+//! Names are matched as rsync sees them: relative to rsync's transfer root
+//! (the virtual root, [`crate::location::Source::base`]), which is SOURCE's
+//! `rel` path plus the root-relative path. An anchored pattern (`/build`)
+//! means "at the top of SOURCE" to a syncd user, so it is rewritten as
+//! `/<rel>/build` for rsync and matched in that form; an unanchored pattern
+//! with a slash (`a/b`) matches the last components of the transfer path,
+//! exactly as rsync matches it.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use crate::changeset::escape;
+
+/// rsync discards a pattern of this many bytes or more (`MAXPATHLEN`), with
+/// an error but without stopping; syncd refuses it instead.
+const MAX_PATTERN: usize = 4096;
+
+/// One exclude option as given on the command line, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExcludeArg {
+    /// `--exclude PATTERN`.
+    Pattern(OsString),
+    /// `--exclude-from FILE`: one pattern a line.
+    From(PathBuf),
+}
+
+/// Where a pattern was written, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// An `--exclude` option.
+    Flag,
+    /// A line (counted from 1) of an `--exclude-from` file.
+    Line { file: PathBuf, line: usize },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag => f.write_str("--exclude"),
+            Origin::Line { file, line } => write!(f, "{} line {line}", file.display()),
+        }
+    }
+}
+
+/// An exclude rule syncd cannot use as written.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error(
+        "{origin}: \"{rule}\" is an include rule; syncd supports exclude patterns only \
+         (an include would make syncd and rsync disagree)"
+    )]
+    Include { origin: Origin, rule: String },
+    #[error(
+        "{origin}: \"!\" clears rsync's rule list; syncd supports exclude patterns only, \
+         remove the line and the patterns it was meant to clear"
+    )]
+    Clear { origin: Origin },
+    #[error("{origin}: the pattern is empty")]
+    Empty { origin: Origin },
+    #[error("{origin}: the pattern contains a NUL byte")]
+    Nul { origin: Origin },
+    #[error(
+        "{origin}: the pattern is {len} bytes long as given to rsync; rsync drops patterns \
+         of {MAX_PATTERN} bytes or more"
+    )]
+    TooLong { origin: Origin, len: usize },
+    #[error("cannot read the --exclude-from file {}: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "--exclude-from -: reading patterns from standard input is not supported; name a file"
+    )]
+    Stdin,
+    #[error(
+        "{origin}: the pattern \"{pattern}\" excludes \"{dir}\", which is SOURCE or a directory \
+         above it below the virtual root: nothing would be replicated"
+    )]
+    ExcludesRoot {
+        origin: Origin,
+        pattern: String,
+        dir: String,
+    },
+}
+
+impl From<FilterError> for crate::error::Error {
+    /// Every filter problem is a wrong argument or a wrong file the operator
+    /// named: a usage error.
+    fn from(e: FilterError) -> crate::error::Error {
+        crate::error::Error::Usage(e.to_string())
+    }
+}
+
+/// The exclude rules of a daemon, compiled once at start.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// SOURCE relative to the transfer root, without leading or trailing
+    /// `/`; empty when SOURCE is the virtual root.
+    rel: Vec<u8>,
+    rules: Vec<Rule>,
+}
+
+impl Filter {
+    /// Builds the filter from the exclude options in command-line order.
+    /// `rel` is SOURCE's path below the virtual root
+    /// ([`crate::location::Source::rel`]). Refuses include rules, list
+    /// clears, unreadable files, and any pattern that would exclude SOURCE
+    /// itself or a directory above it (rsync would then send nothing).
+    pub fn new(args: &[ExcludeArg], rel: &[u8]) -> Result<Filter, FilterError> {
+        let mut f = Filter {
+            rel: rel.to_vec(),
+            rules: Vec::new(),
+        };
+        for a in args {
+            match a {
+                ExcludeArg::Pattern(p) => f.add(p.as_bytes(), Origin::Flag)?,
+                ExcludeArg::From(file) => {
+                    if file.as_os_str() == "-" {
+                        return Err(FilterError::Stdin);
+                    }
+                    let data = std::fs::read(file).map_err(|source| FilterError::Read {
+                        file: file.clone(),
+                        source,
+                    })?;
+                    f.add_file(file, &data)?;
+                }
+            }
+        }
+        f.check_root()?;
+        Ok(f)
+    }
+
+    /// Whether there are no rules (nothing is ever excluded).
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Whether a root-relative path is excluded: it, or any of its
+    /// ancestors (which are directories), matches a rule, as rsync, which
+    /// does not descend into an excluded directory, would decide. `is_dir`
+    /// is the type of the path itself as `lstat` sees it (a symlink to a
+    /// directory is not a directory). For a path whose type is unknown (a
+    /// gone path), ask with `true` and with `false`: a directory-only rule
+    /// (`cache/`) matches only the first, while everything that matches a
+    /// non-directory also matches a directory. The root (empty path) is never
+    /// excluded; [`Filter::new`] refuses rules that would exclude it.
+    pub fn excluded(&self, path: &[u8], is_dir: bool) -> bool {
+        if path.is_empty() || self.rules.is_empty() {
+            return false;
+        }
+        let full = self.transfer_path(path);
+        let start = full.len() - path.len();
+        // Every component end within `path`: the ancestors, then the path.
+        let ends = full
+            .iter()
+            .enumerate()
+            .skip(start)
+            .filter(|&(_, &b)| b == b'/')
+            .map(|(i, _)| (i, true))
+            .chain(std::iter::once((full.len(), is_dir)));
+        for (end, dir) in ends {
+            let name = &full[..end];
+            if self.rules.iter().any(|r| r.matches(name, dir)) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether a rule matches this path itself, without looking at its
+    /// ancestors: for a walk down the tree that has already checked them.
+    pub fn matches(&self, path: &[u8], is_dir: bool) -> bool {
+        if path.is_empty() || self.rules.is_empty() {
+            return false;
+        }
+        let full = self.transfer_path(path);
+        self.rules.iter().any(|r| r.matches(&full, is_dir))
+    }
+
+    /// The `--exclude=...` arguments that give rsync these rules, in order.
+    /// A pattern that rsync would read as a rule prefix (`- `, `+ `, `!`) is
+    /// passed behind an explicit `- ` so rsync takes it as the pattern.
+    pub fn rsync_args(&self) -> Vec<OsString> {
+        self.rules
+            .iter()
+            .map(|r| {
+                let mut a = b"--exclude=".to_vec();
+                let p = &r.pattern;
+                if p.starts_with(b"- ") || p.starts_with(b"+ ") || p.starts_with(b"!") {
+                    a.extend_from_slice(b"- ");
+                }
+                a.extend_from_slice(p);
+                OsString::from_vec(a)
+            })
+            .collect()
+    }
+
+    /// The root-relative `path` as rsync names it: below `rel`.
+    fn transfer_path(&self, path: &[u8]) -> Vec<u8> {
+        if self.rel.is_empty() {
+            return path.to_vec();
+        }
+        let mut full = Vec::with_capacity(self.rel.len() + 1 + path.len());
+        full.extend_from_slice(&self.rel);
+        full.push(b'/');
+        full.extend_from_slice(path);
+        full
+    }
+
+    /// Reads an `--exclude-from` file as rsync does: lines end at LF or CR
+    /// (so CRLF works), empty lines and lines starting with `;` or `#` are
+    /// skipped, nothing else (not even whitespace) is trimmed.
+    fn add_file(&mut self, file: &Path, data: &[u8]) -> Result<(), FilterError> {
+        let mut line = 1;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let end = rest
+                .iter()
+                .position(|&b| b == b'\n' || b == b'\r')
+                .unwrap_or(rest.len());
+            let text = &rest[..end];
+            if !text.is_empty() && text[0] != b';' && text[0] != b'#' {
+                let origin = Origin::Line {
+                    file: file.to_path_buf(),
+                    line,
+                };
+                self.add(text, origin)?;
+            }
+            // One line break: LF, CR, or CR LF.
+            let brk = match rest.get(end..end + 2) {
+                Some(b"\r\n") => 2,
+                _ => 1,
+            };
+            rest = rest.get(end + brk..).unwrap_or_default();
+            line += 1;
+        }
+        Ok(())
+    }
+
+    /// Parses one rule as rsync parses `--exclude` values and
+    /// `--exclude-from` lines: an optional `- ` (exclude) prefix; `+ `
+    /// (include) and a lone `!` (clear) are refused.
+    fn add(&mut self, text: &[u8], origin: Origin) -> Result<(), FilterError> {
+        if text.contains(&0) {
+            return Err(FilterError::Nul { origin });
+        }
+        let pat = if let Some(p) = text.strip_prefix(b"- ") {
+            p
+        } else if text.starts_with(b"+ ") {
+            let rule = escape(text);
+            return Err(FilterError::Include { origin, rule });
+        } else if text == b"!" {
+            return Err(FilterError::Clear { origin });
+        } else {
+            text
+        };
+        if pat.is_empty() {
+            return Err(FilterError::Empty { origin });
+        }
+        let pattern = anchor(pat, &self.rel);
+        if pattern.len() >= MAX_PATTERN {
+            let len = pattern.len();
+            return Err(FilterError::TooLong { origin, len });
+        }
+        self.rules.push(Rule::compile(pattern, origin));
+        Ok(())
+    }
+
+    /// Refuses a rule that matches SOURCE or a directory between the
+    /// virtual root and SOURCE: rsync checks those names on a full sync.
+    fn check_root(&self) -> Result<(), FilterError> {
+        let rel = &self.rel;
+        let ends = rel
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'/')
+            .map(|(i, _)| i)
+            .chain((!rel.is_empty()).then_some(rel.len()));
+        for end in ends {
+            let dir = &rel[..end];
+            if let Some(r) = self.rules.iter().find(|r| r.matches(dir, true)) {
+                return Err(FilterError::ExcludesRoot {
+                    origin: r.origin.clone(),
+                    pattern: escape(&r.pattern),
+                    dir: escape(dir),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Rewrites an anchored pattern (`/x`) to `/<rel>/x`, so that it is anchored
+/// at SOURCE rather than at the virtual root. rsync reads backslashes as
+/// escapes only in a pattern holding `*`, `?` or `[`, so `rel` is escaped
+/// when the result is such a pattern, and so is the rest of the pattern when
+/// only `rel` made it one. A lone `/` matches nothing in rsync and is kept.
+fn anchor(pat: &[u8], rel: &[u8]) -> Vec<u8> {
+    let tail = match pat.strip_prefix(b"/") {
+        Some(t) if !t.is_empty() && !rel.is_empty() => t,
+        _ => return pat.to_vec(),
+    };
+    let (wild_tail, wild_rel) = (is_wild(tail), is_wild(rel));
+    let mut out = Vec::with_capacity(pat.len() + 2 * rel.len() + 2);
+    out.push(b'/');
+    push_escaped(&mut out, rel, wild_tail || wild_rel);
+    out.push(b'/');
+    push_escaped(&mut out, tail, wild_rel && !wild_tail);
+    out
+}
+
+fn push_escaped(out: &mut Vec<u8>, s: &[u8], escape: bool) {
+    for &b in s {
+        if escape && matches!(b, b'\\' | b'*' | b'?' | b'[') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+}
+
+/// Whether rsync treats a pattern as a wildcard pattern.
+fn is_wild(p: &[u8]) -> bool {
+    p.iter().any(|&b| matches!(b, b'*' | b'?' | b'['))
+}
+
+/// Which part of the name a rule is compared with (rsync's
+/// `rule_matches`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// No slash and no `**`: the last component only.
+    LastComponent,
+    /// Unanchored with a slash but no `**`: the last `n` components.
+    Trailing(usize),
+    /// Unanchored with `**` not at the start: the whole name, or what
+    /// follows any of its slashes.
+    AnySuffix,
+    /// Anchored, or starting with `**`: the whole name.
+    Whole,
+}
+
+/// One exclude rule, compiled as rsync's `add_rule` would.
+#[derive(Debug, Clone)]
+struct Rule {
+    /// The pattern exactly as rsync receives it.
+    pattern: Vec<u8>,
+    origin: Origin,
+    /// A trailing `/`: matches directories only.
+    dir_only: bool,
+    /// Starts with `**`: the name is matched with a `/` in front.
+    wild2_prefix: bool,
+    /// Ends with `***`: a directory is matched with a `/` behind.
+    wild3_suffix: bool,
+    anchored: bool,
+    scope: Scope,
+    body: Body,
+}
+
+#[derive(Debug, Clone)]
+enum Body {
+    /// No `*`, `?` or `[`: compared byte for byte, backslashes included.
+    Literal(Vec<u8>),
+    /// A wildcard pattern; `None` when it is malformed (an unclosed `[`, an
+    /// unknown `[:class:]`, a trailing backslash), which rsync's wildmatch
+    /// aborts on, so it never matches.
+    Glob(Option<Vec<Tok>>),
+}
+
+impl Rule {
+    fn compile(pattern: Vec<u8>, origin: Origin) -> Rule {
+        let mut p = pattern.as_slice();
+        let dir_only = p.len() > 1 && p.ends_with(b"/");
+        if dir_only {
+            p = &p[..p.len() - 1];
+        }
+        let slashes = p.iter().filter(|&&b| b == b'/').count();
+        let wild = is_wild(p);
+        let wild2 = wild && p.windows(2).any(|w| w == b"**");
+        let wild2_prefix = wild2 && p.starts_with(b"**");
+        let wild3_suffix = wild2 && p.ends_with(b"***");
+        let anchored = p.starts_with(b"/");
+        let scope = if slashes == 0 && !wild2 {
+            Scope::LastComponent
+        } else if !anchored && !wild2 {
+            Scope::Trailing(slashes + 1)
+        } else if !anchored && !wild2_prefix {
+            Scope::AnySuffix
+        } else {
+            Scope::Whole
+        };
+        let body = if anchored { &p[1..] } else { p };
+        let body = if wild {
+            Body::Glob(tokens(body))
+        } else {
+            Body::Literal(body.to_vec())
+        };
+        Rule {
+            pattern: pattern.clone(),
+            origin,
+            dir_only,
+            wild2_prefix,
+            wild3_suffix,
+            anchored,
+            scope,
+            body,
+        }
+    }
+
+    /// Whether the rule matches `name`, a path relative to the transfer
+    /// root (no leading slash), by itself.
+    fn matches(&self, name: &[u8], is_dir: bool) -> bool {
+        if name.is_empty() || (self.dir_only && !is_dir) {
+            return false;
+        }
+        if self.scope == Scope::LastComponent {
+            let last = name.rsplit(|&b| b == b'/').next().unwrap_or(name);
+            return match &self.body {
+                Body::Literal(l) => last == l.as_slice(),
+                Body::Glob(t) => t.as_deref().is_some_and(|t| glob(t, last, false)),
+            };
+        }
+        let toks = match &self.body {
+            Body::Literal(l) if self.anchored => return name == l.as_slice(),
+            // Unanchored: the name ends with the pattern at a component
+            // boundary.
+            Body::Literal(l) => {
+                return name.ends_with(l)
+                    && (name.len() == l.len() || name[name.len() - l.len() - 1] == b'/');
+            }
+            Body::Glob(None) => return false,
+            Body::Glob(Some(t)) => t,
+        };
+        let mut text = Vec::with_capacity(name.len() + 2);
+        if self.wild2_prefix {
+            text.push(b'/');
+        }
+        text.extend_from_slice(name);
+        if is_dir && self.wild3_suffix {
+            text.push(b'/');
+        }
+        match self.scope {
+            Scope::Trailing(n) => trailing(&text, n).is_some_and(|t| glob(toks, t, false)),
+            Scope::AnySuffix => glob(toks, &text, true),
+            _ => glob(toks, &text, false),
+        }
+    }
+}
+
+/// The last `n` components of `text`, or `None` when it has fewer.
+fn trailing(text: &[u8], n: usize) -> Option<&[u8]> {
+    let mut seen = 0;
+    for (i, &b) in text.iter().enumerate().rev() {
+        if b == b'/' {
+            seen += 1;
+            if seen == n {
+                return text.get(i + 1..);
+            }
+        }
+    }
+    (seen + 1 == n).then_some(text)
+}
+
+/// One element of a wildcard pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tok {
+    /// A byte, literally (also an escaped one).
+    Byte(u8),
+    /// `?`: any byte but `/`.
+    One,
+    /// `[...]`: the bytes it accepts, as a 256-bit set (never `/`).
+    Class([u64; 4]),
+    /// `*`: any run of bytes without `/`.
+    Star,
+    /// `**` (or more stars): any run of bytes.
+    StarStar,
+}
+
+/// Splits a wildcard pattern into tokens, as rsync's wildmatch reads it.
+/// `None` when wildmatch would abort on it (it can then never match).
+fn tokens(p: &[u8]) -> Option<Vec<Tok>> {
+    let mut toks = Vec::with_capacity(p.len());
+    let mut i = 0;
+    while let Some(&c) = p.get(i) {
+        i += 1;
+        match c {
+            b'\\' => {
+                toks.push(Tok::Byte(*p.get(i)?));
+                i += 1;
+            }
+            b'?' => toks.push(Tok::One),
+            b'*' => {
+                let run = p[i..].iter().take_while(|&&b| b == b'*').count();
+                i += run;
+                toks.push(if run > 0 { Tok::StarStar } else { Tok::Star });
+            }
+            b'[' => {
+                let (set, next) = class(p, i)?;
+                toks.push(Tok::Class(set));
+                i = next;
+            }
+            _ => toks.push(Tok::Byte(c)),
+        }
+    }
+    Some(toks)
+}
+
+/// Parses a bracket class whose body starts at `p[i]`. Returns the set of
+/// accepted bytes and the index after the closing `]`. Rules (rsync's
+/// wildmatch): `!` or `^` first negates; a `]` first is a member; `\`
+/// escapes the next byte; `a-z` is a range unless the `-` comes first or
+/// last; `[:name:]` is a POSIX class (ASCII meaning, as in the C and UTF-8
+/// locales); a `[:` without its `:]` is a plain `[`.
+fn class(p: &[u8], mut i: usize) -> Option<([u64; 4], usize)> {
+    let mut set = [0u64; 4];
+    let add = |set: &mut [u64; 4], b: u8| set[usize::from(b >> 6)] |= 1 << (b & 63);
+    let negate = matches!(p.get(i), Some(b'!' | b'^'));
+    if negate {
+        i += 1;
+    }
+    // The previous member, which may start a range; 0 after a range or a
+    // named class.
+    let mut prev: u8 = 0;
+    let mut first = true;
+    loop {
+        let mut c = *p.get(i)?;
+        if c == b']' && !first {
+            i += 1;
+            break;
+        }
+        first = false;
+        if c == b'\\' {
+            i += 1;
+            c = *p.get(i)?;
+            add(&mut set, c);
+        } else if c == b'-' && prev != 0 && p.get(i + 1).is_some_and(|&n| n != b']') {
+            i += 1;
+            let mut hi = *p.get(i)?;
+            if hi == b'\\' {
+                i += 1;
+                hi = *p.get(i)?;
+            }
+            for b in prev..=hi {
+                add(&mut set, b);
+            }
+            c = 0;
+        } else if c == b'[' && p.get(i + 1) == Some(&b':') {
+            let name_start = i + 2;
+            let close = name_start + p.get(name_start..)?.iter().position(|&b| b == b']')?;
+            if close > name_start && p[close - 1] == b':' {
+                let name = &p[name_start..close - 1];
+                for b in 0..=255u8 {
+                    if posix_class(name, b)? {
+                        add(&mut set, b);
+                    }
+                }
+                i = close;
+                c = 0;
+            } else {
+                add(&mut set, b'[');
+            }
+        } else {
+            add(&mut set, c);
+        }
+        prev = c;
+        i += 1;
+    }
+    if negate {
+        for w in &mut set {
+            *w = !*w;
+        }
+    }
+    set[0] &= !(1 << b'/');
+    Some((set, i))
+}
+
+/// Whether byte `b` is in the named POSIX class; `None` for an unknown
+/// name, on which rsync's wildmatch aborts.
+fn posix_class(name: &[u8], b: u8) -> Option<bool> {
+    Some(match name {
+        b"alnum" => b.is_ascii_alphanumeric(),
+        b"alpha" => b.is_ascii_alphabetic(),
+        b"blank" => b == b' ' || b == b'\t',
+        b"cntrl" => b.is_ascii_control(),
+        b"digit" => b.is_ascii_digit(),
+        b"graph" => b.is_ascii_graphic(),
+        b"lower" => b.is_ascii_lowercase(),
+        b"print" => b.is_ascii_graphic() || b == b' ',
+        b"punct" => b.is_ascii_punctuation(),
+        b"space" => b.is_ascii_whitespace() || b == 0x0b,
+        b"upper" => b.is_ascii_uppercase(),
+        b"xdigit" => b.is_ascii_hexdigit(),
+        _ => return None,
+    })
+}
+
+/// Whether `toks` match all of `text`, or with `any_start` all of what
+/// follows any `/` of `text`.
+///
+/// rsync's wildmatch backtracks (with aborts that prune it, but still
+/// polynomial in the number of `*`s); this is the same language run as a
+/// set of pattern positions stepped over the text once: O(text × pattern)
+/// time, O(pattern) memory, no recursion. No crate was used: globset and
+/// glob let `*` cross `/` or give `**` meaning only as a whole component,
+/// always honour backslash escapes, and know neither `***` nor rsync's
+/// anchoring; git's wildmatch ports treat `**` next to other characters as
+/// `*`, where rsync does not.
+fn glob(toks: &[Tok], text: &[u8], any_start: bool) -> bool {
+    let m = toks.len();
+    let mut cur = vec![false; m + 1];
+    let mut next = vec![false; m + 1];
+    // Marks position `s` and, through stars that match nothing, those after.
+    let enter = |set: &mut [bool], mut s: usize| {
+        while s < m && !set[s] {
+            set[s] = true;
+            match toks[s] {
+                Tok::Star | Tok::StarStar => s += 1,
+                _ => return,
+            }
+        }
+        if s == m {
+            set[m] = true;
+        }
+    };
+    enter(&mut cur, 0);
+    for (i, &c) in text.iter().enumerate() {
+        if any_start && i > 0 && text[i - 1] == b'/' {
+            enter(&mut cur, 0);
+        }
+        next.iter_mut().for_each(|x| *x = false);
+        for s in 0..m {
+            if !cur[s] {
+                continue;
+            }
+            match &toks[s] {
+                Tok::Byte(b) if *b == c => enter(&mut next, s + 1),
+                Tok::One if c != b'/' => enter(&mut next, s + 1),
+                Tok::Class(set) if set[usize::from(c >> 6)] & (1 << (c & 63)) != 0 => {
+                    enter(&mut next, s + 1)
+                }
+                Tok::Star if c != b'/' => enter(&mut next, s),
+                Tok::StarStar => enter(&mut next, s),
+                _ => {}
+            }
+        }
+        std::mem::swap(&mut cur, &mut next);
+    }
+    if any_start && text.last() == Some(&b'/') {
+        enter(&mut cur, 0);
+    }
+    cur[m]
+}
