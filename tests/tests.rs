@@ -9,3 +9,4 @@ mod core;
 mod crash;
 mod service;
 mod watch;
+mod filter;
