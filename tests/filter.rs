@@ -444,7 +444,11 @@ fn tree() -> impl Strategy<Value = Vec<(Vec<u8>, Node)>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    // 64 cases keep the test near 10 s on a loaded 2-core machine (two rsync
+    // runs a case); PROPTEST_CASES=N asks for a longer run.
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+    ))]
 
     #[test]
     fn filter_agrees_with_rsync_on_random_patterns(
