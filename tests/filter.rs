@@ -103,6 +103,11 @@ fn table_tree() -> Vec<(Vec<u8>, Node)> {
         (b"\xc3\x28", Dir),
         (b"\xc3\x28/a", File),
         (b"9lives", File),
+        (b"]", File),
+        (b":", File),
+        (b"-", File),
+        (b"7", File),
+        (b"\x0b", File),
         (b"v", Dir),
         (b"v/w", Dir),
         (b"v/w/x", Dir),
@@ -143,6 +148,16 @@ const TABLE: &[&[&[u8]]] = &[
     &[b"[[:digit:]]*"],
     &[b"[[:alpha:]]"],
     &[b"[a-"],
+    &[b"[]a]"],
+    &[b"[!]]"],
+    &[b"[a-]"],
+    &[b"[\\]]"],
+    &[b"[[:a]"],
+    &[b"[[:digit:]x]"],
+    &[b"[[:space:]]"],
+    &[b"[[:punct:]]"],
+    &[b"[[:bogus:]]"],
+    &[b"/a[/]b"],
     &[b"x\\"],
     &[b"*\\"],
     &[b"back\\slash"],
@@ -353,7 +368,10 @@ fn filter_agrees_with_rsync_on_the_pattern_table() {
                     let tree = Tree::new(table_tree(), rel);
                     // The deletion side is checked at the virtual root; the
                     // random test checks it at every placement.
-                    TABLE.iter().map(|case| agree(&tree, case, rel.is_empty())).collect()
+                    TABLE
+                        .iter()
+                        .map(|case| agree(&tree, case, rel.is_empty()))
+                        .collect()
                 })
             })
             .collect();
@@ -370,14 +388,13 @@ fn filter_agrees_with_rsync_on_the_pattern_table() {
                 // of SOURCE as at it: anchored ones are anchored at SOURCE.
                 // Only unanchored patterns with inner slashes can reach
                 // into `rel`, as they do in rsync.
-                Ok(kept) if at_vroot != Some(kept) && !REACH_INTO_REL.contains(case) => {
-                    failures.push(format!(
+                Ok(kept) if at_vroot != Some(kept) && !REACH_INTO_REL.contains(case) => failures
+                    .push(format!(
                         "rel {:?} patterns {pats:?}: keeps {:?}, at the virtual root {:?}",
                         escape(rel),
                         show(kept),
                         at_vroot.map(show)
-                    ))
-                }
+                    )),
                 Ok(_) => {}
             }
         }
@@ -388,7 +405,12 @@ fn filter_agrees_with_rsync_on_the_pattern_table() {
 #[test]
 fn filter_refuses_patterns_that_exclude_source_itself() {
     let pat = |p: &str| vec![ExcludeArg::Pattern(p.into())];
-    for (p, rel) in [("top", "top/sub"), ("sub/", "top/sub"), ("*", "top"), ("t*/", "top")] {
+    for (p, rel) in [
+        ("top", "top/sub"),
+        ("sub/", "top/sub"),
+        ("*", "top"),
+        ("t*/", "top"),
+    ] {
         match Filter::new(&pat(p), rel.as_bytes()) {
             Err(FilterError::ExcludesRoot { .. }) => {}
             other => panic!("{p} with rel {rel}: {other:?}"),
@@ -408,8 +430,21 @@ const PIECES: &[&str] = &[
 
 /// Names random trees are made of.
 const NAMES: &[&[u8]] = &[
-    b"a", b"b", b"x", b"ab", b"a.t", b"x.t", b"*", b"?", b"[a]", b"\\", b"\\*", b"-", b"a b",
-    b"\xff", b"\xc3\xa9",
+    b"a",
+    b"b",
+    b"x",
+    b"ab",
+    b"a.t",
+    b"x.t",
+    b"*",
+    b"?",
+    b"[a]",
+    b"\\",
+    b"\\*",
+    b"-",
+    b"a b",
+    b"\xff",
+    b"\xc3\xa9",
 ];
 
 fn pattern() -> impl Strategy<Value = Vec<u8>> {
@@ -430,7 +465,11 @@ fn tree() -> impl Strategy<Value = Vec<(Vec<u8>, Node)>> {
                     p.push(b'/');
                 }
                 p.extend_from_slice(c);
-                let want = if i + 1 == comps.len() { kind } else { Node::Dir };
+                let want = if i + 1 == comps.len() {
+                    kind
+                } else {
+                    Node::Dir
+                };
                 match out.iter().find(|(q, _)| *q == p).map(|e| e.1) {
                     Some(Node::Dir) => continue,
                     // A file or symlink is in the way.

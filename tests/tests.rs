@@ -7,6 +7,6 @@ mod util;
 mod control;
 mod core;
 mod crash;
+mod filter;
 mod service;
 mod watch;
-mod filter;
