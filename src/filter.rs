@@ -403,7 +403,7 @@ impl Rule {
             Body::Literal(body.to_vec())
         };
         Rule {
-            pattern: pattern.clone(),
+            pattern,
             origin,
             dir_only,
             wild2_prefix,

@@ -332,7 +332,7 @@ fn agree(tree: &Tree, patterns: &[&[u8]], delete: bool) -> Result<BTreeSet<Vec<u
     fs::create_dir_all(under(&empty, rel)).unwrap();
     build(&under(&full, rel), &tree.nodes);
     let code = rsync(&rsync_args, true, &empty, &full);
-    if code != 0 && code != 23 {
+    if code != 0 {
         return Err(format!("rsync --delete exited {code}"));
     }
     let mut protected = BTreeSet::new();
