@@ -12,9 +12,10 @@
 //! still gives rsync the same rules ([`Filter::rsync_args`]): they are what
 //! keeps excluded names out of recursive tree runs and protects
 //! destination-only excluded files from `--delete`. The two cannot disagree
-//! because syncd matches the very patterns it passes, with a port of rsync's
-//! matching rules (its `rule_matches` and wildmatch), and refuses the rule
-//! kinds it does not implement (includes, list clears) instead of guessing.
+//! because syncd matches the very patterns it passes, reimplementing rsync's
+//! parsing and matching (its `rule_matches` and wildmatch; `tests/filter.rs`
+//! checks the two against the real rsync), and refuses the rule kinds it
+//! does not implement (includes, list clears) instead of guessing.
 //!
 //! Names are matched as rsync sees them: relative to rsync's transfer root
 //! (the virtual root, [`crate::location::Source::base`]), which is SOURCE's
@@ -192,8 +193,9 @@ impl Filter {
         self.rules.iter().any(|r| r.matches(&full, is_dir))
     }
 
-    /// The `--exclude=...` arguments that give rsync these rules, in order.
-    /// A pattern that rsync would read as a rule prefix (`- `, `+ `, `!`) is
+    /// The `--exclude=...` arguments that give rsync these rules, in order,
+    /// for every run (they go before the `--` that ends rsync's options). A
+    /// pattern that rsync would read as a rule prefix (`- `, `+ `, `!`) is
     /// passed behind an explicit `- ` so rsync takes it as the pattern.
     pub fn rsync_args(&self) -> Vec<OsString> {
         self.rules
