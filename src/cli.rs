@@ -113,6 +113,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub rsync: RsyncArgs,
     #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
     pub metrics: MetricsArgs,
     /// Skip the full sync at start-up; the queue alone carries the backlog.
     /// A start after an unclean stop always runs it.
@@ -128,6 +130,21 @@ pub struct RunArgs {
     /// store, no destination).
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+}
+
+/// What is not replicated.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Excludes")]
+pub struct FilterArgs {
+    /// Exclude paths matching PATTERN, with rsync's own pattern rules
+    /// (`*.tmp`, `/cache/`, `.git/`, `dir/***`); `/` anchors at SOURCE.
+    /// Excluded directories are not watched, excluded paths are not
+    /// queued, and deletion on the destination never touches them.
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<OsString>,
+    /// Read exclude patterns from FILE, one a line (`#`/`;` comments).
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Vec<PathBuf>,
 }
 
 /// Prometheus metrics.

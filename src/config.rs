@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::cli::{RunArgs, StateArgs};
 use crate::error::{Error, Result};
+use crate::filter::{ExcludeArg, Filter};
 use crate::location::{dedupe_names, Destination, Place, Source};
 use crate::rsync::RsyncOptions;
 use crate::worker::{DestConfig, WorkerSettings};
@@ -36,6 +37,16 @@ pub struct RunConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where to write the metrics textfile, if anywhere.
     pub metrics_textfile: Option<PathBuf>,
+    /// The excludes, shared by the watcher, the workers and rsync.
+    pub filter: std::sync::Arc<crate::filter::Filter>,
+}
+
+impl RunConfig {
+    /// The watcher's view of the filter.
+    pub fn exclude(&self) -> crate::watch::Exclude {
+        let f = self.filter.clone();
+        std::sync::Arc::new(move |p: &[u8], is_dir: bool| f.excluded(p, is_dir))
+    }
 }
 
 /// The state directory from the flag or env, or the default for this user.
@@ -88,10 +99,23 @@ impl RunConfig {
                 source.root.display()
             )));
         }
+        let mut excludes: Vec<ExcludeArg> = a
+            .filter
+            .exclude
+            .iter()
+            .cloned()
+            .map(ExcludeArg::Pattern)
+            .collect();
+        for f in &a.filter.exclude_from {
+            excludes.push(ExcludeArg::From(absolute(f)?));
+        }
+        let filter = std::sync::Arc::new(Filter::new(&excludes, &source.rel)?);
         let rsync = RsyncOptions {
             program: a.rsync.rsync.clone(),
             timeout_s: a.rsync.timeout.max(1),
-            extra: Vec::new(),
+            // The same excludes as syncd's own, so rsync's recursion into
+            // trees and its --delete agree with what was not queued.
+            extra: filter.rsync_args(),
         };
         let mut dests = Vec::new();
         for d in &a.dests {
@@ -100,6 +124,7 @@ impl RunConfig {
         check_dests(&source, &dests)?;
         dedupe_names(&mut dests);
         let workers = WorkerSettings {
+            filter: filter.clone(),
             backoff_max,
             ..WorkerSettings::default()
         };
@@ -131,6 +156,7 @@ impl RunConfig {
                 .as_deref()
                 .map(absolute)
                 .transpose()?,
+            filter,
         })
     }
 }

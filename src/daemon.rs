@@ -64,7 +64,7 @@ pub fn run(cfg: RunConfig) -> Result<()> {
     let clean = clean && !cfg.reset_queue;
 
     let (fs_tx, fs_rx) = crossbeam_channel::unbounded();
-    let watch = watch::Watch::start(&cfg.source.root, fs_tx, watch::exclude_nothing())?;
+    let watch = watch::Watch::start(&cfg.source.root, fs_tx, cfg.exclude())?;
 
     if cfg.initial_sync || !clean {
         let why = match (clean, cfg.reset_queue) {

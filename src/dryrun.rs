@@ -27,7 +27,7 @@ use crate::watch::{self, Change};
 pub fn run(cfg: RunConfig, out: &mut dyn Write) -> Result<()> {
     let sig_rx = crate::daemon::signals()?;
     let (fs_tx, fs_rx) = crossbeam_channel::unbounded();
-    let mut watch = watch::Watch::start(&cfg.source.root, fs_tx, watch::exclude_nothing())?;
+    let mut watch = watch::Watch::start(&cfg.source.root, fs_tx, cfg.exclude())?;
     let mut window = Aggregator::new(
         cfg.delay,
         cfg.window_cap,
@@ -100,7 +100,11 @@ pub fn run(cfg: RunConfig, out: &mut dyn Write) -> Result<()> {
 fn print(cfg: &RunConfig, out: &mut dyn Write, n: u64, entries: &[Entry]) -> Result<()> {
     let io = |e| Error::io("cannot write to", "stdout", e);
     let classified = match classify(&cfg.source, entries) {
-        Ok(c) => optimize(c, cfg.workers.full_threshold),
+        Ok(c) => {
+            let mut c = optimize(c, cfg.workers.full_threshold);
+            c.retain(|e| !crate::filter::entry_excluded(|p, d| cfg.filter.excluded(p, d), e));
+            c
+        }
         Err(_) => {
             writeln!(
                 out,

@@ -58,6 +58,9 @@ pub struct WorkerSettings {
     pub backoff_max: Duration,
     /// Attempts before a fatal failure moves changesets to dead letters.
     pub dead_after: u32,
+    /// The excludes: entries queued before an exclude was added are dropped
+    /// here, so rsync is never given an excluded path explicitly.
+    pub filter: Arc<crate::filter::Filter>,
 }
 
 impl Default for WorkerSettings {
@@ -68,6 +71,7 @@ impl Default for WorkerSettings {
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             dead_after: 3,
+            filter: Arc::default(),
         }
     }
 }
@@ -227,7 +231,12 @@ impl Worker {
     /// Runs rsync for `entries`; `Ok(None)` on success.
     fn sync(&self, entries: &[Entry]) -> Result<Option<Outcome>, Stopped> {
         let classified = match classify(&self.source, entries) {
-            Ok(c) => optimize(c, self.settings.full_threshold),
+            Ok(c) => {
+                let mut c = optimize(c, self.settings.full_threshold);
+                let f = &self.settings.filter;
+                c.retain(|e| !crate::filter::entry_excluded(|p, d| f.excluded(p, d), e));
+                c
+            }
             Err(RootGone) => {
                 return Ok(Some(Outcome {
                     code: None,

@@ -313,8 +313,16 @@ fn scan(root: &Path) -> std::collections::BTreeMap<Vec<u8>, Node> {
 
 /// The differences between two trees, one line each (empty: exact mirror).
 pub fn mirror_diff(src: &Path, dst: &Path) -> Vec<String> {
-    let a = scan(src);
-    let b = scan(dst);
+    mirror_diff_except(src, dst, |_| false)
+}
+
+/// [`mirror_diff`] ignoring the paths (relative, as bytes) `skip` names,
+/// on both sides: for excluded paths.
+pub fn mirror_diff_except(src: &Path, dst: &Path, skip: impl Fn(&[u8]) -> bool) -> Vec<String> {
+    let mut a = scan(src);
+    let mut b = scan(dst);
+    a.retain(|k, _| !skip(k));
+    b.retain(|k, _| !skip(k));
     let mut d = Vec::new();
     let esc = |k: &[u8]| k.escape_ascii().to_string();
     for (k, v) in &a {

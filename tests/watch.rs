@@ -262,3 +262,64 @@ fn a_file_rewritten_during_its_transfer_is_sent_again() {
     dir.wait_mirror(T);
     assert!(d.stop().success());
 }
+
+#[test]
+fn excluded_paths_are_neither_synced_nor_deleted() {
+    let dir = Dir::new();
+    dir.write("keep/a", "1");
+    dir.write("cache/big", "not replicated");
+    dir.write("keep/x.tmp", "tmp");
+    dir.write("sub/cache/deeper", "also excluded (unanchored dir pattern)");
+    // The destination has excluded files of its own: they must survive.
+    for p in ["cache/dst-only", "keep/dst-only.tmp", "gone/inner.tmp"] {
+        let f = dir.dst().join(p);
+        fs::create_dir_all(f.parent().unwrap()).unwrap();
+        fs::write(&f, "dst only").unwrap();
+    }
+    let excl = dir.root.join("excludes");
+    fs::write(&excl, "# comment\n*.tmp\n").unwrap();
+    let d = dir.start(
+        "0.3",
+        &[
+            "--exclude",
+            "cache/",
+            "--exclude-from",
+            excl.to_str().unwrap(),
+        ],
+    );
+    d.wait_log("watching", T);
+    let skip = |p: &[u8]| {
+        let s = String::from_utf8_lossy(p);
+        s.ends_with(".tmp")
+            || s == "cache"
+            || s.starts_with("cache/")
+            || s.contains("/cache")
+            || s == "gone"
+    };
+    let wait = || {
+        let t = std::time::Instant::now();
+        loop {
+            let diff = mirror_diff_except(&dir.src(), &dir.dst(), skip);
+            if diff.is_empty() {
+                return;
+            }
+            assert!(t.elapsed() < T, "{diff:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait();
+    dir.write("cache/new", "x");
+    dir.write("keep/y.tmp", "x");
+    dir.write("keep/b", "2");
+    fs::remove_file(dir.s("keep/x.tmp")).unwrap();
+    fs::remove_dir_all(dir.s("cache")).unwrap();
+    wait();
+    d.wait_log("] synced", T);
+    std::thread::sleep(Duration::from_millis(800));
+    for p in ["cache/dst-only", "keep/dst-only.tmp", "gone/inner.tmp"] {
+        assert!(dir.dst().join(p).exists(), "{p} was deleted");
+    }
+    assert!(!dir.dst().join("cache/big").exists() && !dir.dst().join("keep/y.tmp").exists());
+    assert!(!dir.dst().join("sub/cache").exists());
+    assert!(d.stop().success());
+}

@@ -25,7 +25,7 @@ use notify::{Config, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _}
 
 pub use events::{abs, explain, interpret, rel, Change, RawEvent};
 
-use crate::changeset::{Entry, Kind};
+use crate::changeset::Entry;
 use crate::error::{Error, Result};
 
 /// Decides whether a root-relative path (a directory when the flag says so)
@@ -133,13 +133,7 @@ impl Watch {
     }
 
     fn excluded(&self, e: &Entry) -> bool {
-        match e.kind {
-            Kind::Tree | Kind::Attrs => (self.exclude)(&e.path, true),
-            Kind::File => (self.exclude)(&e.path, false),
-            // A gone path may have been either; if it would be excluded as
-            // either, leave it alone, so no deletion touches an excluded path.
-            Kind::Gone => (self.exclude)(&e.path, true) || (self.exclude)(&e.path, false),
-        }
+        crate::filter::entry_excluded(|p, d| (self.exclude)(p, d), e)
     }
 
     /// Adds watches for directories that appeared and forgets those that
@@ -269,6 +263,7 @@ fn is_limit(e: &notify::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::changeset::Kind;
     use std::time::Duration;
 
     fn collect(
