@@ -8,5 +8,6 @@ mod control;
 mod core;
 mod crash;
 mod filter;
+mod random_ops;
 mod service;
 mod watch;
