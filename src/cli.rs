@@ -62,7 +62,7 @@ pub enum Command {
     ///
     /// DEST is any rsync destination: /local/path, host:, host:path,
     /// user@host:path, host::module[/path], rsync://[user@]host[:port]/module[/path].
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Look at or act on the queues of a state directory.
     #[command(subcommand)]
     Queue(QueueCommand),

@@ -382,8 +382,10 @@ mod tests {
         assert!(o.check_for(&d("h::m"), &keys("rsh")).is_err());
         assert!(o.check_for(&d("h:/x"), &keys("password-file")).is_err());
         assert!(o.check_for(&d("h:/x"), &keys("port")).is_ok());
-        let mut p = DestOptions::default();
-        p.port = Some(1);
+        let p = DestOptions {
+            port: Some(1),
+            ..DestOptions::default()
+        };
         assert!(p.check_for(&d("rsync://h:2/m"), &keys("port")).is_err());
     }
 }
