@@ -177,22 +177,30 @@ pub fn run(
     let reader = read_stderr(&mut child, name.to_string(), said.clone());
     let mut aborted: Option<String> = None;
     let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Ok(st),
-            Ok(None) => {}
-            Err(e) => break Err(e),
+        if exited(pid) {
+            // Whatever is left of its process group (an ssh blocked in a
+            // write ignores SIGTERM) would hold stderr open and hang the
+            // reader: it goes now, while the zombie leader still pins the
+            // group id.
+            kill_group(pid, libc::SIGKILL);
+            break child.wait();
         }
         if aborted.is_none() {
             if let Control::Abort(why) = poll(pid) {
-                terminate(&mut child, pid);
+                terminate(pid);
                 aborted = Some(why);
                 continue;
             }
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let _ = feeder.join();
-    let _ = reader.join();
+    // An ssh master connection holds the session's stdin and stderr (the
+    // client passed them over the control socket) until the remote end
+    // closes the session; a hung remote would hang these joins. Wait a
+    // little, then let the threads finish on their own.
+    let until = Instant::now() + Duration::from_secs(2);
+    join_by(feeder, until);
+    join_by(reader, until);
     let said = said.lock().map(|s| s.clone()).unwrap_or_default();
     let elapsed = started.elapsed();
     match status {
@@ -243,19 +251,53 @@ fn outcome(st: ExitStatus, aborted: Option<String>, said: &Said, elapsed: Durati
 }
 
 /// Ends a running rsync and its children (ssh, the local receiver): the
-/// whole process group gets SIGTERM, then SIGKILL if it lingers.
-fn terminate(child: &mut Child, pid: u32) {
-    let pg = pid as libc::pid_t;
-    // SAFETY: plain syscalls on the process group we created.
-    unsafe { libc::kill(-pg, libc::SIGTERM) };
+/// whole process group gets SIGTERM, then SIGKILL after three seconds if
+/// rsync lingers.
+fn terminate(pid: u32) {
+    kill_group(pid, libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
+        if exited(pid) {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    unsafe { libc::kill(-pg, libc::SIGKILL) };
+    kill_group(pid, libc::SIGKILL);
+}
+
+/// Joins `t` if it finishes by `until`; otherwise leaves it running
+/// (detached), to end when its pipe closes.
+fn join_by(t: JoinHandle<()>, until: Instant) {
+    while !t.is_finished() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if t.is_finished() {
+        let _ = t.join();
+    }
+}
+
+fn kill_group(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on the process group rsync leads; its id cannot be
+    // reused before rsync is reaped, which happens only after this.
+    unsafe { libc::kill(-(pid as libc::pid_t), sig) };
+}
+
+/// Whether rsync has exited, without reaping it (`WNOWAIT`), so its pid
+/// and process group id stay reserved until `Child::wait`.
+fn exited(pid: u32) -> bool {
+    // SAFETY: waitid only writes into the zeroed siginfo we own.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        // An error (ECHILD) means it cannot be waited for any more: treat
+        // it as gone so the caller's wait reports what happened.
+        r != 0 || info.si_pid() != 0
+    }
 }
 
 fn feed(child: &mut Child, input: Vec<u8>) -> JoinHandle<()> {

@@ -2,11 +2,13 @@
 //! binary against real rsync (and, for remote destinations, a real sshd and
 //! rsync daemon on loopback).
 
+mod support;
 mod util;
 
 mod control;
 mod core;
 mod crash;
 mod filter;
+mod remote;
 mod service;
 mod watch;
