@@ -62,6 +62,13 @@ pub enum Command {
     ///
     /// DEST is any rsync destination: /local/path, host:, host:path,
     /// user@host:path, host::module[/path], rsync://[user@]host[:port]/module[/path].
+    ///
+    /// The options under "rsync and remote destinations" apply to every
+    /// DEST; `--dest-opt NAME:KEY=VALUE` sets one of them for one DEST
+    /// (`--dest-opt web1:bwlimit=2M`). A failed run is retried with backoff
+    /// forever, or, when it cannot fix itself (a usage error, a rejected
+    /// host key), moved to dead letters after 3 attempts: the README's
+    /// "Remote destinations and exit codes" has the table.
     Run(Box<RunArgs>),
     /// Look at or act on the queues of a state directory.
     #[command(subcommand)]

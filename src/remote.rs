@@ -151,7 +151,8 @@ pub fn rsh_words(dest: &Destination, opts: &DestOptions) -> Option<Vec<OsString>
 /// by a hash of the target, the port and the remote shell, so a changed
 /// setting never reuses a master opened with the old one.
 pub fn control_path(dest: &Destination, opts: &DestOptions) -> Option<PathBuf> {
-    if opts.control_persist_s == 0 || !is_ssh(&opts.rsh) {
+    let shell = matches!(dest.place, Place::Shell { .. });
+    if !shell || opts.control_persist_s == 0 || !is_ssh(&opts.rsh) {
         return None;
     }
     let dir = opts.control_dir.as_ref()?;

@@ -387,6 +387,55 @@ mod tests {
     }
 
     #[test]
+    fn each_transport_gets_its_bounds() {
+        let s = Source {
+            root: "/src".into(),
+            base: "/src".into(),
+            rel: vec![],
+        };
+        let opts = DestOptions {
+            timeout_s: 7,
+            contimeout_s: 4,
+            port: Some(2222),
+            bwlimit: Some("1M".into()),
+            control_dir: Some("/state/ssh".into()),
+            ..DestOptions::default()
+        };
+        let args = |d: &str| -> Vec<String> {
+            let d = Destination::resolve(OsStr::new(d), Path::new("/")).unwrap();
+            argv(Run::Main, &s, &d, &opts)
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        let has = |a: &[String], x: &str| a.iter().any(|y| y == x);
+        for d in ["/local", "h:/x", "h::m/p", "rsync://h:99/m/"] {
+            let a = args(d);
+            assert!(has(&a, "--timeout=7"), "{d}: {a:?}");
+            assert!(has(&a, "--bwlimit=1M"), "{d}: {a:?}");
+            assert!(has(&a, "--partial-dir=.syncd-partial"), "{d}: {a:?}");
+        }
+        let local = args("/local");
+        assert!(!local
+            .iter()
+            .any(|x| x == "-e" || x.starts_with("--contimeout")));
+        let ssh = args("u@h:/x");
+        let i = ssh.iter().position(|x| x == "-e").unwrap();
+        assert!(ssh[i + 1].starts_with("ssh -o BatchMode=yes -o ConnectTimeout=4"));
+        assert!(ssh[i + 1].contains("-o ControlPath=/state/ssh/"));
+        assert!(ssh[i + 1].ends_with("-p 2222"));
+        assert!(!ssh.iter().any(|x| x.starts_with("--contimeout")));
+        let daemon = args("h::m/p");
+        assert!(has(&daemon, "--contimeout=4") && has(&daemon, "--port=2222"));
+        assert!(!has(&daemon, "-e"));
+        let url = args("rsync://h:99/m/");
+        assert!(
+            !url.iter().any(|x| x.starts_with("--port")),
+            "the URL's port wins"
+        );
+    }
+
+    #[test]
     fn list_is_nul_separated_with_dot_slash() {
         let s = Source {
             root: "/r".into(),
