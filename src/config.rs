@@ -156,8 +156,8 @@ impl RunConfig {
 }
 
 /// Each destination's options: the defaults, the global flags, then its
-/// own `--dest-opt`s; plus the directory for ssh control sockets when an
-/// ssh destination reuses its connection.
+/// own `--dest-opt`s; plus where ssh control sockets go (created by the
+/// worker, so a dry run touches nothing).
 fn dest_options(
     args: &RsyncArgs,
     excludes: Vec<OsString>,
@@ -192,19 +192,9 @@ fn dest_options(
     for ((d, o), keys) in dests.iter().zip(&opts).zip(&own) {
         o.check_for(d, keys).map_err(Error::Usage)?;
     }
-    let reuse = dests
-        .iter()
-        .zip(&opts)
-        .any(|(d, o)| crate::remote::rsh_words(d, o).is_some() && o.control_persist_s > 0);
-    if reuse {
-        std::fs::create_dir_all(state_dir)
-            .map_err(|e| Error::io("cannot create the state directory", state_dir, e))?;
-        match crate::remote::control_dir(state_dir) {
-            Ok(dir) => opts
-                .iter_mut()
-                .for_each(|o| o.control_dir = Some(dir.clone())),
-            Err(why) => log::warn!("ssh connections are not reused: {why}"),
-        }
+    let dir = crate::remote::control_dir(state_dir);
+    for o in &mut opts {
+        o.control_dir = Some(dir.clone());
     }
     Ok(opts)
 }

@@ -6,7 +6,9 @@
 //! notify), [`aggregate`] (the time window) with the pure [`optimize`]r,
 //! [`commit`] (one transaction per changeset into the [`store`]), and
 //! [`worker`] (one thread per destination running [`rsync`] on paths
-//! [`classify`]d against the live tree). [`daemon`] wires them into one
+//! [`classify`]d against the live tree; [`exitcode`] judges each run,
+//! [`remote`] shapes ssh, [`watchdog`] ends runs that hang, [`destopts`]
+//! holds each destination's settings). [`daemon`] wires them into one
 //! main loop; [`record`] is the on-disk codec, [`lock`] the single-instance
 //! guard, [`inspect`] the queue and status reports, [`control`] the socket
 //! through which commands reach a running daemon. The binary (`main.rs`)

@@ -187,39 +187,61 @@ impl Fnv {
 /// name and `.` + 16 random characters while it creates the socket.
 const MAX_CONTROL_DIR: usize = 107 - 17 - 17;
 
-/// Makes the private directory for control sockets: `STATE/ssh`, or, when
-/// that path is too long for a socket or has characters ssh's option
+/// Where the control sockets of a state directory live: `STATE/ssh`, or,
+/// when that path is too long for a socket or has characters ssh's option
 /// parser would split on, `$XDG_RUNTIME_DIR/syncd-HASH` or
-/// `/tmp/syncd-UID/HASH`. Every level syncd creates is mode 0700 and must
-/// be owned by this user. `Err` says why reuse is off.
-pub fn control_dir(state_dir: &Path) -> Result<PathBuf, String> {
+/// `/tmp/syncd-UID/HASH`. Pure: [`prepare`] creates it when a worker
+/// starts, so `--dry-run` touches nothing.
+pub fn control_dir(state_dir: &Path) -> PathBuf {
     let preferred = state_dir.join("ssh");
-    let fits = |p: &Path| {
-        let b = p.as_os_str().as_bytes();
-        b.len() <= MAX_CONTROL_DIR
-            && b.iter()
-                .all(|c| c.is_ascii_alphanumeric() || b"/._-+@,".contains(c))
-    };
     if fits(&preferred) {
-        private_dir(&preferred)?;
-        return Ok(preferred);
+        return preferred;
     }
     let mut h = Fnv::new();
     h.write(state_dir.as_os_str().as_bytes());
     let hash = format!("{:016x}", h.0);
     if let Some(run) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
         let p = run.join(format!("syncd-{hash}"));
-        if fits(&p) && private_dir(&p).is_ok() {
-            return Ok(p);
+        if fits(&p) {
+            return p;
         }
     }
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
-    let top = PathBuf::from(format!("/tmp/syncd-{uid}"));
-    private_dir(&top)?;
-    let p = top.join(hash);
-    private_dir(&p)?;
-    Ok(p)
+    PathBuf::from(format!("/tmp/syncd-{uid}/{hash}"))
+}
+
+fn fits(p: &Path) -> bool {
+    let b = p.as_os_str().as_bytes();
+    b.len() <= MAX_CONTROL_DIR
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"/._-+@,".contains(c))
+}
+
+/// Creates the control directory of `opts` (mode 0700, checked to be this
+/// user's and closed to others; under `/tmp` the `syncd-UID` level too).
+/// When that fails, connection reuse is turned off for this destination,
+/// with a warning: runs still work, each with its own connection.
+pub fn prepare(dest: &Destination, opts: &mut DestOptions) {
+    if control_path(dest, opts).is_none() {
+        return;
+    }
+    let Some(dir) = opts.control_dir.clone() else {
+        return;
+    };
+    // SAFETY: getuid has no preconditions.
+    let shared_tmp = PathBuf::from(format!("/tmp/syncd-{}", unsafe { libc::getuid() }));
+    let made = match dir.parent() {
+        Some(top) if top == shared_tmp => private_dir(top).and_then(|_| private_dir(&dir)),
+        Some(top) => std::fs::create_dir_all(top)
+            .map_err(|e| format!("cannot create {}: {e}", top.display()))
+            .and_then(|_| private_dir(&dir)),
+        None => private_dir(&dir),
+    };
+    if let Err(why) = made {
+        log::warn!("[{}] ssh connections are not reused: {why}", dest.name);
+        opts.control_dir = None;
+    }
 }
 
 /// Creates `p` (mode 0700) if missing and checks it is a real directory
@@ -388,14 +410,28 @@ mod tests {
     #[test]
     fn control_dirs_are_private_and_short_enough_for_a_socket() {
         let t = tempfile::tempdir().unwrap();
-        let d = control_dir(t.path()).unwrap();
-        assert_eq!(d, t.path().join("ssh"));
+        assert_eq!(control_dir(t.path()), t.path().join("ssh"));
         let long = t.path().join("x".repeat(90));
-        std::fs::create_dir(&long).unwrap();
-        let d = control_dir(&long).unwrap();
+        let d = control_dir(&long);
         assert!(d.as_os_str().len() <= MAX_CONTROL_DIR, "{}", d.display());
+        assert!(!d.starts_with(&long));
+        let dest = Destination::resolve(OsStr::new("h:/x"), Path::new("/")).unwrap();
+        let mut o = DestOptions {
+            control_dir: Some(control_dir(t.path())),
+            ..DestOptions::default()
+        };
+        prepare(&dest, &mut o);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&d).unwrap().permissions().mode();
+        let mode = std::fs::metadata(t.path().join("ssh"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700);
+        assert!(o.control_dir.is_some());
+        // A directory others can enter is refused, and reuse turned off.
+        std::fs::set_permissions(t.path().join("ssh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        prepare(&dest, &mut o);
+        assert_eq!(o.control_dir, None);
     }
 }

@@ -184,7 +184,8 @@ struct Worker {
 struct Stopped;
 
 impl Worker {
-    fn main(self) {
+    fn main(mut self) {
+        crate::remote::prepare(&self.cfg.dest, &mut self.cfg.rsync);
         let _ = self.run_loop();
         crate::remote::close_master(&self.cfg.dest, &self.cfg.rsync);
         self.set_state(State::Stopped);
