@@ -243,6 +243,10 @@ fn survives_every_fault(ssh: bool) {
         fs::remove_file(dir.s("healthy/0")).ok();
         wait_count(&d, QUEUED, before + 1, T);
         assert!(!mirror_diff(&dir.src(), &dir.dst()).is_empty());
+        // Asked while the daemon runs: the backlog and why it waits.
+        let live = inspected(&dir, name);
+        assert!(live["pending"].as_u64().unwrap() >= 1, "{live}");
+        assert!(live["last_error"].is_string(), "{live}");
         let synced = count(&d, "] synced");
         proxy.set(Mode::Pass);
         settle(&d, &dir, synced);
@@ -375,6 +379,8 @@ fn a_destination_down_for_the_whole_run_never_delays_another() {
         fs::read_dir(&down).unwrap().next().is_none(),
         "the blackholed daemon got nothing"
     );
+    let live = inspected(&dir, "127.0.0.1-mod");
+    assert!(live["pending"].as_u64().unwrap() >= 4, "{live}");
     assert!(d.stop().success());
     assert_eq!(inspected(&dir, "127.0.0.1")["pending"], 0);
     let down_q = inspected(&dir, &dests[1]);
