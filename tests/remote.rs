@@ -290,6 +290,7 @@ fn survives_every_fault(ssh: bool) {
     dir.wait_mirror(Duration::from_secs(60));
     wait_count(&d, "] synced", 1, T);
     let sent = proxy.up_bytes() - up;
+    eprintln!("cut at 20 MiB upstream: {kept} bytes kept for resume, {sent} bytes sent after it");
     assert!(
         sent < 50 * MIB - kept / 2,
         "the cut file resumed from its {kept} bytes: {sent} bytes went up"
