@@ -62,7 +62,14 @@ pub enum Command {
     ///
     /// DEST is any rsync destination: /local/path, host:, host:path,
     /// user@host:path, host::module[/path], rsync://[user@]host[:port]/module[/path].
-    Run(RunArgs),
+    ///
+    /// The options under "rsync and remote destinations" apply to every
+    /// DEST; `--dest-opt NAME:KEY=VALUE` sets one of them for one DEST
+    /// (`--dest-opt web1:bwlimit=2M`). A failed run is retried with backoff
+    /// forever, or, when it cannot fix itself (a usage error, a rejected
+    /// host key), moved to dead letters after 3 attempts: the README's
+    /// "Remote destinations and exit codes" has the table.
+    Run(Box<RunArgs>),
     /// Look at or act on the queues of a state directory.
     #[command(subcommand)]
     Queue(QueueCommand),
@@ -191,15 +198,89 @@ pub struct TimingArgs {
     pub hold_open: f64,
 }
 
+/// How rsync reaches the destinations. Each option sets the default of
+/// every DEST; `--dest-opt NAME:KEY=VALUE` overrides it for one DEST, KEY
+/// being the option's long name (`--dest-opt web1:bwlimit=2M`).
 #[derive(Debug, Args)]
-#[command(next_help_heading = "rsync")]
+#[command(next_help_heading = "rsync and remote destinations")]
 pub struct RsyncArgs {
-    /// The rsync program to run.
-    #[arg(long, value_name = "PATH", default_value = "rsync")]
-    pub rsync: OsString,
-    /// rsync's --timeout: give up after this many seconds without I/O.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    pub timeout: u32,
+    /// The rsync program to run [default: rsync].
+    #[arg(long, value_name = "PATH")]
+    pub rsync: Option<OsString>,
+    /// rsync's --timeout: give up after this many seconds without I/O
+    /// [default: 60]. ssh's ServerAliveInterval is a third of it.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<OsString>,
+    /// Seconds to wait for a connection: rsync's --contimeout for daemon
+    /// destinations, ssh's ConnectTimeout for host:path ones [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub contimeout: Option<OsString>,
+    /// End an rsync run whose processes moved less than 64 KiB in this
+    /// many seconds (a half-frozen peer that --timeout misses); 0: off
+    /// [default: 600].
+    #[arg(long, value_name = "SECS")]
+    pub watchdog: Option<OsString>,
+    /// The remote shell for host:path destinations, split into words as
+    /// rsync splits -e [default: ssh]. syncd appends BatchMode,
+    /// ConnectTimeout, ServerAlive and ControlMaster options when it is
+    /// ssh; options given here win.
+    #[arg(short = 'e', long, value_name = "CMD")]
+    pub rsh: Option<OsString>,
+    /// The ssh port (host:path) or daemon port (host::module).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<OsString>,
+    /// rsync's --bwlimit, e.g. 500K or 10M.
+    #[arg(long, value_name = "RATE")]
+    pub bwlimit: Option<OsString>,
+    /// One more rsync argument (repeatable), e.g. --rsync-arg=--numeric-ids.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub rsync_arg: Vec<OsString>,
+    /// Where an interrupted transfer waits to resume, in each file's
+    /// destination directory; rsync keeps it out of the mirror and removes
+    /// it once the file is complete. Empty: off [default: .syncd-partial].
+    #[arg(long, value_name = "NAME")]
+    pub partial_dir: Option<OsString>,
+    /// Seconds an idle ssh master connection stays open for the next run;
+    /// 0: one connection per run [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub control_persist: Option<OsString>,
+    /// rsync's --password-file for daemon modules that need one.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<OsString>,
+    /// Sets KEY (an option of this group, without the dashes) for the one
+    /// destination named NAME (repeatable). Names are printed at start-up:
+    /// the host for host:path, host-module for daemons, the last component
+    /// for local paths, with -2, -3 appended to repeats.
+    #[arg(long, value_name = "NAME:KEY=VALUE")]
+    pub dest_opt: Vec<OsString>,
+}
+
+impl RsyncArgs {
+    /// The options given, as (key, value) pairs in the order they apply.
+    pub fn pairs(&self) -> Vec<(&'static str, &OsString)> {
+        let mut v = Vec::new();
+        let one = [
+            ("rsync", &self.rsync),
+            ("timeout", &self.timeout),
+            ("contimeout", &self.contimeout),
+            ("watchdog", &self.watchdog),
+            ("rsh", &self.rsh),
+            ("port", &self.port),
+            ("bwlimit", &self.bwlimit),
+            ("partial-dir", &self.partial_dir),
+            ("control-persist", &self.control_persist),
+            ("password-file", &self.password_file),
+        ];
+        for (k, val) in one {
+            if let Some(val) = val {
+                v.push((k, val));
+            }
+        }
+        for a in &self.rsync_arg {
+            v.push(("rsync-arg", a));
+        }
+        v
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,15 +7,15 @@
 //! source (every sync would trigger another), a state directory inside the
 //! source (every commit would), two destinations with the same target.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{RunArgs, StateArgs};
+use crate::cli::{RsyncArgs, RunArgs, StateArgs};
+use crate::destopts::DestOptions;
 use crate::error::{Error, Result};
 use crate::filter::{ExcludeArg, Filter};
 use crate::location::{dedupe_names, Destination, Place, Source};
-use crate::rsync::RsyncOptions;
 use crate::worker::{DestConfig, WorkerSettings};
 
 /// Everything `syncd run` needs.
@@ -110,19 +110,15 @@ impl RunConfig {
             excludes.push(ExcludeArg::From(absolute(f)?));
         }
         let filter = std::sync::Arc::new(Filter::new(&excludes, &source.rel)?);
-        let rsync = RsyncOptions {
-            program: a.rsync.rsync.clone(),
-            timeout_s: a.rsync.timeout.max(1),
-            // The same excludes as syncd's own, so rsync's recursion into
-            // trees and its --delete agree with what was not queued.
-            extra: filter.rsync_args(),
-        };
         let mut dests = Vec::new();
         for d in &a.dests {
             dests.push(Destination::resolve(d, &cwd)?);
         }
         check_dests(&source, &dests)?;
         dedupe_names(&mut dests);
+        // The same excludes as syncd's own, so rsync's recursion into trees
+        // and its --delete agree with what was not queued.
+        let opts = dest_options(&a.rsync, filter.rsync_args(), &dests, &state_dir)?;
         let workers = WorkerSettings {
             filter: filter.clone(),
             backoff_max,
@@ -132,10 +128,8 @@ impl RunConfig {
             source,
             dests: dests
                 .into_iter()
-                .map(|dest| DestConfig {
-                    dest,
-                    rsync: rsync.clone(),
-                })
+                .zip(opts)
+                .map(|(dest, rsync)| DestConfig { dest, rsync })
                 .collect(),
             state_dir,
             delay,
@@ -159,6 +153,74 @@ impl RunConfig {
             filter,
         })
     }
+}
+
+/// Each destination's options: the defaults, the global flags, then its
+/// own `--dest-opt`s; plus where ssh control sockets go (created by the
+/// worker, so a dry run touches nothing).
+fn dest_options(
+    args: &RsyncArgs,
+    excludes: Vec<OsString>,
+    dests: &[Destination],
+    state_dir: &Path,
+) -> Result<Vec<DestOptions>> {
+    let mut base = DestOptions {
+        extra: excludes,
+        ..DestOptions::default()
+    };
+    for (key, value) in args.pairs() {
+        base.set(key, value)
+            .map_err(|e| Error::Usage(format!("--{key}: {e}")))?;
+    }
+    let mut opts = vec![base; dests.len()];
+    let mut own: Vec<Vec<String>> = vec![Vec::new(); dests.len()];
+    for arg in &args.dest_opt {
+        let (name, key, value) = split_dest_opt(arg)?;
+        let Some(i) = dests.iter().position(|d| d.name == name) else {
+            let names: Vec<&str> = dests.iter().map(|d| d.name.as_str()).collect();
+            return Err(Error::Usage(format!(
+                "--dest-opt {}: no destination is named {name:?}; the names are: {}",
+                arg.to_string_lossy(),
+                names.join(", ")
+            )));
+        };
+        opts[i]
+            .set(&key, value)
+            .map_err(|e| Error::Usage(format!("--dest-opt {}: {e}", arg.to_string_lossy())))?;
+        own[i].push(key);
+    }
+    for ((d, o), keys) in dests.iter().zip(&opts).zip(&own) {
+        o.check_for(d, keys).map_err(Error::Usage)?;
+    }
+    let dir = crate::remote::control_dir(state_dir);
+    for o in &mut opts {
+        o.control_dir = Some(dir.clone());
+    }
+    Ok(opts)
+}
+
+/// Splits `NAME:KEY=VALUE` (names never contain `:`; the value is bytes).
+fn split_dest_opt(arg: &OsStr) -> Result<(String, String, &OsStr)> {
+    use std::os::unix::ffi::OsStrExt;
+    let b = arg.as_bytes();
+    let bad = || {
+        Error::Usage(format!(
+            "--dest-opt {}: write NAME:KEY=VALUE, e.g. web1:bwlimit=2M",
+            arg.to_string_lossy()
+        ))
+    };
+    let colon = b.iter().position(|&c| c == b':').ok_or_else(bad)?;
+    let eq = b[colon..].iter().position(|&c| c == b'=').ok_or_else(bad)? + colon;
+    let name = std::str::from_utf8(&b[..colon]).map_err(|_| bad())?;
+    let key = std::str::from_utf8(&b[colon + 1..eq]).map_err(|_| bad())?;
+    if name.is_empty() || key.is_empty() {
+        return Err(bad());
+    }
+    Ok((
+        name.to_string(),
+        key.to_string(),
+        OsStr::from_bytes(&b[eq + 1..]),
+    ))
 }
 
 fn check_dests(source: &Source, dests: &[Destination]) -> Result<()> {
@@ -211,6 +273,79 @@ pub fn is_inside(p: &Path, dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Result<RunConfig> {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let state = t.path().join("state");
+        let mut v: Vec<OsString> = vec!["syncd".into(), "run".into(), "--state-dir".into()];
+        v.push(state.into());
+        v.extend(args.iter().map(OsString::from));
+        v.push(src.into());
+        v.extend(["u@web1:/x", "h::mod/p", "/tmp/local-dst"].map(OsString::from));
+        let cli = crate::cli::Cli::try_parse_from(v).map_err(|e| Error::Usage(e.to_string()))?;
+        match cli.command {
+            crate::cli::Command::Run(a) => RunConfig::from_args(&a),
+            _ => unreachable!("parsed a run command"),
+        }
+    }
+
+    #[test]
+    fn global_options_then_per_destination_ones_apply() {
+        let c = config(&[
+            "--timeout=9",
+            "--bwlimit=1M",
+            "--rsync-arg",
+            "--numeric-ids",
+            "--dest-opt",
+            "web1:bwlimit=5M",
+            "--dest-opt",
+            "web1:port=2222",
+            "--dest-opt=h-mod:rsync-arg=--checksum",
+            "--dest-opt=local-dst:watchdog=0",
+        ])
+        .unwrap();
+        let [web, daemon, local] = &c.dests[..] else {
+            panic!("three destinations")
+        };
+        assert_eq!(web.rsync.bwlimit.as_deref(), Some("5M"));
+        assert_eq!(web.rsync.port, Some(2222));
+        assert_eq!(daemon.rsync.bwlimit.as_deref(), Some("1M"));
+        assert_eq!(daemon.rsync.extra, ["--numeric-ids", "--checksum"]);
+        assert_eq!(web.rsync.extra, ["--numeric-ids"]);
+        assert!(c.dests.iter().all(|d| d.rsync.timeout_s == 9));
+        assert_eq!(local.rsync.watchdog_s, 0);
+        assert_eq!(web.rsync.watchdog_s, 600);
+        assert!(web
+            .rsync
+            .control_dir
+            .as_ref()
+            .unwrap()
+            .ends_with("state/ssh"));
+    }
+
+    #[test]
+    fn bad_destination_options_are_usage_errors() {
+        for (args, needle) in [
+            (
+                vec!["--dest-opt", "nope:port=1"],
+                "the names are: web1, h-mod, local-dst",
+            ),
+            (vec!["--dest-opt", "web1port=1"], "NAME:KEY=VALUE"),
+            (
+                vec!["--dest-opt", "web1:colour=red"],
+                "unknown destination option",
+            ),
+            (vec!["--dest-opt", "local-dst:port=22"], "local destination"),
+            (vec!["--timeout", "0"], "--timeout"),
+            (vec!["--rsync-arg=--ignore-errors"], "refused"),
+        ] {
+            let e = config(&args).unwrap_err().to_string();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
 
     #[test]
     fn inside_checks_resolve_symlinks_and_missing_tails() {

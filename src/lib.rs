@@ -6,7 +6,9 @@
 //! notify), [`aggregate`] (the time window) with the pure [`optimize`]r,
 //! [`commit`] (one transaction per changeset into the [`store`]), and
 //! [`worker`] (one thread per destination running [`rsync`] on paths
-//! [`classify`]d against the live tree). [`daemon`] wires them into one
+//! [`classify`]d against the live tree; [`exitcode`] judges each run,
+//! [`remote`] shapes ssh, [`watchdog`] ends runs that hang, [`destopts`]
+//! holds each destination's settings). [`daemon`] wires them into one
 //! main loop; [`record`] is the on-disk codec, [`lock`] the single-instance
 //! guard, [`inspect`] the queue and status reports, [`control`] the socket
 //! through which commands reach a running daemon. The binary (`main.rs`)
@@ -20,8 +22,10 @@ pub mod commit;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod destopts;
 pub mod dryrun;
 pub mod error;
+pub mod exitcode;
 pub mod filter;
 pub mod inspect;
 pub mod location;
@@ -31,10 +35,12 @@ pub mod metrics;
 pub mod optimize;
 pub mod pipeline;
 pub mod record;
+pub mod remote;
 pub mod rsync;
 pub mod service;
 pub mod store;
 pub mod watch;
+pub mod watchdog;
 pub mod worker;
 
 use std::io::Write;

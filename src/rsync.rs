@@ -1,5 +1,5 @@
 //! rsync as the daemon runs it: the command lines, the file list, the child
-//! process, and what its exit status means.
+//! process, and its outcome.
 //!
 //! This module owns the file-level strategy that `research/rsync-strategies.md`
 //! found correct in every case: one run with `-r --delete -R --files-from=-
@@ -10,7 +10,14 @@
 //! the target. `--modify-window=-1` makes same-size rewrites in the same
 //! second reach the destination. rsync's stderr is read on its own thread
 //! (so a chatty rsync cannot deadlock against the list being written), each
-//! line logged with the destination's name, the tail kept for the status.
+//! line logged with the destination's name, the tail kept for the status
+//! and scanned for permanent causes that [`crate::exitcode`] weighs with the
+//! exit code. Every run is bounded: `--timeout` always, the transport's
+//! own bounds ([`crate::remote`] for ssh, `--contimeout` for daemons), and
+//! the caller's poll function, which the worker uses for its progress
+//! [`crate::watchdog`]. `--partial-dir` (a single relative name, which rsync
+//! itself keeps out of transfers and deletions) lets an interrupted large
+//! file resume instead of starting over.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -22,28 +29,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::changeset::{Entry, Kind};
-use crate::location::{Destination, Source};
-
-/// Per-destination settings of the rsync command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RsyncOptions {
-    /// The rsync program (looked up on PATH when not absolute).
-    pub program: OsString,
-    /// `--timeout`: rsync gives up after this much I/O inactivity.
-    pub timeout_s: u32,
-    /// Extra arguments, placed before the base and target.
-    pub extra: Vec<OsString>,
-}
-
-impl Default for RsyncOptions {
-    fn default() -> RsyncOptions {
-        RsyncOptions {
-            program: "rsync".into(),
-            timeout_s: 60,
-            extra: Vec::new(),
-        }
-    }
-}
+pub use crate::destopts::DestOptions;
+pub use crate::exitcode::Class;
+use crate::exitcode::{self, Hint};
+use crate::location::{Destination, Place, Source};
 
 /// Which of the two runs of a changeset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +48,11 @@ pub fn split(entries: &[Entry]) -> (Vec<&Entry>, Vec<&Entry>) {
     entries.iter().partition(|e| e.kind != Kind::Attrs)
 }
 
-/// The argv (without the program) of a run.
-pub fn argv(run: Run, source: &Source, dest: &Destination, opts: &RsyncOptions) -> Vec<OsString> {
+/// The argv (without the program) of a run: the strategy's flags, the
+/// bounds (`--timeout` always; `-e` with ssh's bounds for remote-shell
+/// destinations, `--contimeout` for daemons), the destination's options,
+/// then `--`, the base and the target.
+pub fn argv(run: Run, source: &Source, dest: &Destination, opts: &DestOptions) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     if run == Run::Main {
         a.push("-r".into());
@@ -77,7 +69,35 @@ pub fn argv(run: Run, source: &Source, dest: &Destination, opts: &RsyncOptions) 
     ] {
         a.push(f.into());
     }
-    a.push(format!("--timeout={}", opts.timeout_s).into());
+    a.push(format!("--timeout={}", opts.timeout_s.max(1)).into());
+    match &dest.place {
+        Place::Shell { .. } => {
+            if let Some(words) = crate::remote::rsh_words(dest, opts) {
+                a.push("-e".into());
+                a.push(crate::remote::join_command(&words));
+            }
+        }
+        Place::Daemon { port, .. } => {
+            a.push(format!("--contimeout={}", opts.contimeout_s.max(1)).into());
+            if let (None, Some(p)) = (port, opts.port) {
+                a.push(format!("--port={p}").into());
+            }
+            if let Some(f) = &opts.password_file {
+                let mut o = OsString::from("--password-file=");
+                o.push(f);
+                a.push(o);
+            }
+        }
+        Place::Local { .. } => {}
+    }
+    if let Some(bw) = &opts.bwlimit {
+        a.push(format!("--bwlimit={bw}").into());
+    }
+    if let Some(dir) = &opts.partial_dir {
+        let mut o = OsString::from("--partial-dir=");
+        o.push(dir);
+        a.push(o);
+    }
     a.extend(opts.extra.iter().cloned());
     let mut base = source.base.as_os_str().as_bytes().to_vec();
     if base.last() != Some(&b'/') {
@@ -97,62 +117,6 @@ pub fn list(source: &Source, entries: &[&Entry]) -> Vec<u8> {
         v.push(0);
     }
     v
-}
-
-/// What an rsync exit status means for the changesets of the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    /// Done: ack. 0, and 24 (files vanished during the run; their own
-    /// events bring them to the destination).
-    Success,
-    /// Transient: keep queued, back off, try again, forever. Network and
-    /// timeout codes, I/O errors, partial transfers, killed runs.
-    Retry,
-    /// Will not fix itself (usage, protocol, a missing remote rsync): keep
-    /// retrying a few times, then move to the dead-letter tree, loudly.
-    Fatal,
-}
-
-/// Classifies an rsync exit code (`None`: killed by a signal).
-pub fn classify_exit(code: Option<i32>) -> Class {
-    match code {
-        Some(0) | Some(24) => Class::Success,
-        // Usage, protocol incompatibility, unsupported action, program
-        // diagnostics, --max-delete stop, remote command not executable or
-        // not found.
-        Some(1) | Some(2) | Some(4) | Some(13) | Some(25) | Some(126) | Some(127) => Class::Fatal,
-        _ => Class::Retry,
-    }
-}
-
-/// rsync's words for its exit codes (from its manual), for logs.
-pub fn exit_meaning(code: i32) -> &'static str {
-    match code {
-        0 => "success",
-        1 => "syntax or usage error",
-        2 => "protocol incompatibility",
-        3 => "errors selecting input/output files, dirs",
-        4 => "requested action not supported",
-        5 => "error starting client-server protocol",
-        6 => "daemon unable to append to log-file",
-        10 => "error in socket I/O",
-        11 => "error in file I/O",
-        12 => "error in rsync protocol data stream",
-        13 => "errors with program diagnostics",
-        14 => "error in IPC code",
-        20 => "received SIGUSR1 or SIGINT",
-        21 => "some error returned by waitpid()",
-        22 => "error allocating core memory buffers",
-        23 => "partial transfer due to error",
-        24 => "partial transfer due to vanished source files",
-        25 => "the --max-delete limit stopped deletions",
-        30 => "timeout in data send/receive",
-        35 => "timeout waiting for daemon connection",
-        126 => "remote command could not be run",
-        127 => "remote command not found",
-        255 => "ssh or connection failure",
-        _ => "unknown exit code",
-    }
 }
 
 /// What the caller's poll function wants the running rsync to do.
@@ -209,27 +173,35 @@ pub fn run(
     };
     let pid = child.id();
     let feeder = feed(&mut child, input);
-    let tail = Arc::new(Mutex::new(Vec::<String>::new()));
-    let reader = read_stderr(&mut child, name.to_string(), tail.clone());
+    let said = Arc::new(Mutex::new(Said::default()));
+    let reader = read_stderr(&mut child, name.to_string(), said.clone());
     let mut aborted: Option<String> = None;
     let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Ok(st),
-            Ok(None) => {}
-            Err(e) => break Err(e),
+        if exited(pid) {
+            // Whatever is left of its process group (an ssh blocked in a
+            // write ignores SIGTERM) would hold stderr open and hang the
+            // reader: it goes now, while the zombie leader still pins the
+            // group id.
+            kill_group(pid, libc::SIGKILL);
+            break child.wait();
         }
         if aborted.is_none() {
             if let Control::Abort(why) = poll(pid) {
-                terminate(&mut child, pid);
+                terminate(pid);
                 aborted = Some(why);
                 continue;
             }
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let _ = feeder.join();
-    let _ = reader.join();
-    let tail = tail.lock().map(|t| t.join(" | ")).unwrap_or_default();
+    // An ssh master connection holds the session's stdin and stderr (the
+    // client passed them over the control socket) until the remote end
+    // closes the session; a hung remote would hang these joins. Wait a
+    // little, then let the threads finish on their own.
+    let until = Instant::now() + Duration::from_secs(2);
+    join_by(feeder, until);
+    join_by(reader, until);
+    let said = said.lock().map(|s| s.clone()).unwrap_or_default();
     let elapsed = started.elapsed();
     match status {
         Err(e) => Outcome {
@@ -238,26 +210,37 @@ pub fn run(
             summary: format!("waiting for rsync failed: {e}"),
             elapsed,
         },
-        Ok(st) => outcome(st, aborted, tail, elapsed),
+        Ok(st) => outcome(st, aborted, &said, elapsed),
     }
 }
 
-fn outcome(st: ExitStatus, aborted: Option<String>, tail: String, elapsed: Duration) -> Outcome {
+/// What rsync (and ssh, which shares its stderr) printed: the last lines
+/// for the summary, and the first line that names a permanent cause.
+#[derive(Debug, Clone, Default)]
+struct Said {
+    tail: Vec<String>,
+    hint: Option<Hint>,
+}
+
+fn outcome(st: ExitStatus, aborted: Option<String>, said: &Said, elapsed: Duration) -> Outcome {
     let code = st.code();
     let class = if aborted.is_some() {
         Class::Retry
     } else {
-        classify_exit(code)
+        exitcode::classify(code, said.hint)
     };
     let mut summary = match (&aborted, code, st.signal()) {
         (Some(why), _, _) => format!("rsync ended by syncd: {why}"),
-        (None, Some(c), _) => format!("rsync exited with {c} ({})", exit_meaning(c)),
+        (None, Some(c), _) => format!("rsync exited with {c} ({})", exitcode::meaning(c)),
         (None, None, Some(s)) => format!("rsync was killed by signal {s}"),
         (None, None, None) => "rsync ended without a status".into(),
     };
-    if !tail.is_empty() && class != Class::Success {
+    if let (Class::Fatal, Some(h)) = (class, said.hint) {
+        summary.push_str(&format!(", and {}", exitcode::hint_text(h)));
+    }
+    if !said.tail.is_empty() && class != Class::Success {
         summary.push_str(": ");
-        summary.push_str(&tail);
+        summary.push_str(&said.tail.join(" | "));
     }
     Outcome {
         code,
@@ -268,19 +251,53 @@ fn outcome(st: ExitStatus, aborted: Option<String>, tail: String, elapsed: Durat
 }
 
 /// Ends a running rsync and its children (ssh, the local receiver): the
-/// whole process group gets SIGTERM, then SIGKILL if it lingers.
-fn terminate(child: &mut Child, pid: u32) {
-    let pg = pid as libc::pid_t;
-    // SAFETY: plain syscalls on the process group we created.
-    unsafe { libc::kill(-pg, libc::SIGTERM) };
+/// whole process group gets SIGTERM, then SIGKILL after three seconds if
+/// rsync lingers.
+fn terminate(pid: u32) {
+    kill_group(pid, libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
+        if exited(pid) {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    unsafe { libc::kill(-pg, libc::SIGKILL) };
+    kill_group(pid, libc::SIGKILL);
+}
+
+/// Joins `t` if it finishes by `until`; otherwise leaves it running
+/// (detached), to end when its pipe closes.
+fn join_by(t: JoinHandle<()>, until: Instant) {
+    while !t.is_finished() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if t.is_finished() {
+        let _ = t.join();
+    }
+}
+
+fn kill_group(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on the process group rsync leads; its id cannot be
+    // reused before rsync is reaped, which happens only after this.
+    unsafe { libc::kill(-(pid as libc::pid_t), sig) };
+}
+
+/// Whether rsync has exited, without reaping it (`WNOWAIT`), so its pid
+/// and process group id stay reserved until `Child::wait`.
+fn exited(pid: u32) -> bool {
+    // SAFETY: waitid only writes into the zeroed siginfo we own.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        // An error (ECHILD) means it cannot be waited for any more: treat
+        // it as gone so the caller's wait reports what happened.
+        r != 0 || info.si_pid() != 0
+    }
 }
 
 fn feed(child: &mut Child, input: Vec<u8>) -> JoinHandle<()> {
@@ -291,7 +308,7 @@ fn feed(child: &mut Child, input: Vec<u8>) -> JoinHandle<()> {
     })
 }
 
-fn read_stderr(child: &mut Child, name: String, tail: Arc<Mutex<Vec<String>>>) -> JoinHandle<()> {
+fn read_stderr(child: &mut Child, name: String, said: Arc<Mutex<Said>>) -> JoinHandle<()> {
     let stderr = child.stderr.take().expect("stderr is piped");
     std::thread::spawn(move || {
         let mut r = BufReader::new(stderr);
@@ -307,10 +324,13 @@ fn read_stderr(child: &mut Child, name: String, tail: Arc<Mutex<Vec<String>>>) -
                 continue;
             }
             log::warn!("[{name}] rsync: {text}");
-            if let Ok(mut t) = tail.lock() {
-                t.push(text);
-                if t.len() > 3 {
-                    t.remove(0);
+            if let Ok(mut s) = said.lock() {
+                if s.hint.is_none() {
+                    s.hint = exitcode::hint(&text);
+                }
+                s.tail.push(text);
+                if s.tail.len() > 3 {
+                    s.tail.remove(0);
                 }
             }
         }
@@ -347,20 +367,6 @@ mod tests {
     use std::path::Path;
 
     #[test]
-    fn exit_codes_follow_the_policy() {
-        for c in [0, 24] {
-            assert_eq!(classify_exit(Some(c)), Class::Success, "{c}");
-        }
-        for c in [3, 5, 6, 10, 11, 12, 14, 20, 21, 22, 23, 30, 35, 255] {
-            assert_eq!(classify_exit(Some(c)), Class::Retry, "{c}");
-        }
-        for c in [1, 2, 4, 13, 25, 126, 127] {
-            assert_eq!(classify_exit(Some(c)), Class::Fatal, "{c}");
-        }
-        assert_eq!(classify_exit(None), Class::Retry);
-    }
-
-    #[test]
     fn argv_keeps_names_out_and_ends_options() {
         let s = Source {
             root: "/src/a".into(),
@@ -368,7 +374,7 @@ mod tests {
             rel: b"a".to_vec(),
         };
         let d = Destination::resolve(OsStr::new("-weird"), Path::new("/dst")).unwrap();
-        let a = argv(Run::Main, &s, &d, &RsyncOptions::default());
+        let a = argv(Run::Main, &s, &d, &DestOptions::default());
         let n = a.len();
         assert_eq!(
             &a[n - 3..],
@@ -376,8 +382,57 @@ mod tests {
         );
         assert!(a.contains(&"--modify-window=-1".into()));
         assert!(a.contains(&"-r".into()));
-        let attrs = argv(Run::Attrs, &s, &d, &RsyncOptions::default());
+        let attrs = argv(Run::Attrs, &s, &d, &DestOptions::default());
         assert!(!attrs.contains(&"-r".into()) && !attrs.contains(&"--delete".into()));
+    }
+
+    #[test]
+    fn each_transport_gets_its_bounds() {
+        let s = Source {
+            root: "/src".into(),
+            base: "/src".into(),
+            rel: vec![],
+        };
+        let opts = DestOptions {
+            timeout_s: 7,
+            contimeout_s: 4,
+            port: Some(2222),
+            bwlimit: Some("1M".into()),
+            control_dir: Some("/state/ssh".into()),
+            ..DestOptions::default()
+        };
+        let args = |d: &str| -> Vec<String> {
+            let d = Destination::resolve(OsStr::new(d), Path::new("/")).unwrap();
+            argv(Run::Main, &s, &d, &opts)
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        let has = |a: &[String], x: &str| a.iter().any(|y| y == x);
+        for d in ["/local", "h:/x", "h::m/p", "rsync://h:99/m/"] {
+            let a = args(d);
+            assert!(has(&a, "--timeout=7"), "{d}: {a:?}");
+            assert!(has(&a, "--bwlimit=1M"), "{d}: {a:?}");
+            assert!(has(&a, "--partial-dir=.syncd-partial"), "{d}: {a:?}");
+        }
+        let local = args("/local");
+        assert!(!local
+            .iter()
+            .any(|x| x == "-e" || x.starts_with("--contimeout")));
+        let ssh = args("u@h:/x");
+        let i = ssh.iter().position(|x| x == "-e").unwrap();
+        assert!(ssh[i + 1].starts_with("ssh -o BatchMode=yes -o ConnectTimeout=4"));
+        assert!(ssh[i + 1].contains("-o ControlPath=/state/ssh/"));
+        assert!(ssh[i + 1].ends_with("-p 2222"));
+        assert!(!ssh.iter().any(|x| x.starts_with("--contimeout")));
+        let daemon = args("h::m/p");
+        assert!(has(&daemon, "--contimeout=4") && has(&daemon, "--port=2222"));
+        assert!(!has(&daemon, "-e"));
+        let url = args("rsync://h:99/m/");
+        assert!(
+            !url.iter().any(|x| x.starts_with("--port")),
+            "the URL's port wins"
+        );
     }
 
     #[test]

@@ -23,8 +23,9 @@ use crate::classify::{classify, RootGone};
 use crate::location::{Destination, Source};
 use crate::optimize::{optimize, tally};
 use crate::record::{DeadLetter, DestStatus};
-use crate::rsync::{self, Class, Control, Outcome, RsyncOptions, Run};
+use crate::rsync::{self, Class, Control, DestOptions, Outcome, Run};
 use crate::store::{now_ms, Store};
+use crate::watchdog::Watchdog;
 
 /// Messages from the main loop to a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +43,8 @@ pub enum Cmd {
 #[derive(Debug, Clone)]
 pub struct DestConfig {
     pub dest: Destination,
-    pub rsync: RsyncOptions,
+    /// Everything that shapes this destination's rsync runs.
+    pub rsync: DestOptions,
 }
 
 /// Settings shared by all workers.
@@ -182,8 +184,10 @@ struct Worker {
 struct Stopped;
 
 impl Worker {
-    fn main(self) {
+    fn main(mut self) {
+        crate::remote::prepare(&self.cfg.dest, &mut self.cfg.rsync);
         let _ = self.run_loop();
+        crate::remote::close_master(&self.cfg.dest, &self.cfg.rsync);
         self.set_state(State::Stopped);
     }
 
@@ -265,22 +269,30 @@ impl Worker {
                 list.len()
             );
             let mut stop = false;
+            let limit = self.cfg.rsync.watchdog_s;
+            let mut dog = Watchdog::new((limit > 0).then(|| Duration::from_secs(limit.into())));
             let out =
                 rsync::run(
                     &self.cfg.rsync.program,
                     &args,
                     input,
                     self.name(),
-                    |_pid| match self.rx.try_recv() {
+                    |pid| match self.rx.try_recv() {
                         Ok(Cmd::Stop) | Err(TryRecvError::Disconnected) => {
                             stop = true;
                             Control::Abort("syncd is stopping".into())
                         }
-                        _ => Control::Continue,
+                        _ => match dog.check(pid) {
+                            Some(why) => Control::Abort(why),
+                            None => Control::Continue,
+                        },
                     },
                 );
             if stop {
                 return Err(Stopped);
+            }
+            if out.class != Class::Success && crate::remote::link_suspect(&out) {
+                crate::remote::close_master(&self.cfg.dest, &self.cfg.rsync);
             }
             if out.code == Some(24) {
                 log::warn!("[{}] some source files vanished during the run (rsync 24); their own events sync them", self.name());

@@ -2,6 +2,7 @@
 //! binary against real rsync (and, for remote destinations, a real sshd and
 //! rsync daemon on loopback).
 
+mod support;
 mod util;
 
 mod control;
@@ -9,5 +10,6 @@ mod core;
 mod crash;
 mod filter;
 mod random_ops;
+mod remote;
 mod service;
 mod watch;
