@@ -20,6 +20,10 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "syncd", bin_name = "syncd", version, propagate_version = true)]
 pub struct Cli {
+    /// Read settings from this TOML file; every command-line option
+    /// overrides the same setting in it (see the README, "Config file").
+    #[arg(long, value_name = "FILE", env = "SYNCD_CONFIG", global = true)]
+    pub config: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub log: LogArgs,
     #[command(subcommand)]
@@ -43,12 +47,13 @@ pub struct LogArgs {
     /// stderr.
     #[arg(short = 's', long, global = true)]
     pub syslog: bool,
-    /// The syslog facility (user, daemon, local0..local7, ...).
-    #[arg(long, value_name = "NAME", default_value = "user", global = true)]
-    pub syslog_facility: String,
-    /// The syslog socket.
-    #[arg(long, value_name = "PATH", default_value = "/dev/log", global = true)]
-    pub syslog_socket: std::path::PathBuf,
+    /// The syslog facility (user, daemon, local0..local7, ...) [default:
+    /// user].
+    #[arg(long, value_name = "NAME", global = true)]
+    pub syslog_facility: Option<String>,
+    /// The syslog socket [default: /dev/log].
+    #[arg(long, value_name = "PATH", global = true)]
+    pub syslog_socket: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +87,10 @@ pub enum Command {
     /// failures in a row, a stopped worker, or changesets queued for a
     /// destination the daemon no longer has); 6 when no daemon is running.
     Status(StatusArgs),
+    /// Check the configuration `syncd run` would use (the config file and
+    /// these arguments), print it resolved, and exit: 0 when it is valid, 2
+    /// with the reason when not. Nothing is started or written.
+    CheckConfig(Box<RunArgs>),
     /// Print the man page (roff) to stdout: `syncd man > syncd.1`.
     Man,
     /// Print a shell completion script to stdout, e.g.
@@ -107,11 +116,13 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The directory tree to watch and replicate.
+    /// The directory tree to watch and replicate (or `source` in the
+    /// config file).
     #[arg(value_name = "SOURCE")]
-    pub source: OsString,
-    /// One or more rsync destinations.
-    #[arg(value_name = "DEST", required = true)]
+    pub source: Option<OsString>,
+    /// One or more rsync destinations (or `[[dest]]` tables in the config
+    /// file, which DESTs given here replace).
+    #[arg(value_name = "DEST")]
     pub dests: Vec<OsString>,
     #[command(flatten)]
     pub state: StateArgs,
@@ -177,6 +188,12 @@ pub struct StateArgs {
     /// ~/.local/state/syncd.
     #[arg(long, value_name = "DIR", env = "SYNCD_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Keep this many MiB free on the state directory's file system: below
+    /// it commits wait (changes stay in memory) instead of filling the disk
+    /// [default: 8]. The queue store cannot recover in-process from a full
+    /// disk, so 0 (no floor) makes syncd restart itself after one.
+    #[arg(long, value_name = "MIB", hide_short_help = true)]
+    pub state_min_free: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -184,18 +201,19 @@ pub struct StateArgs {
 pub struct TimingArgs {
     /// The aggregation window in seconds (fractions allowed): changes are
     /// collected this long after the first one, then committed as one
-    /// changeset.
-    #[arg(long, value_name = "SECS", default_value = "60")]
-    pub delay: f64,
+    /// changeset [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub delay: Option<f64>,
     /// The longest wait between retries of a failing destination, in
-    /// seconds; retries start at 1 s and double up to this.
-    #[arg(long, value_name = "SECS", default_value = "60")]
-    pub backoff_max: f64,
+    /// seconds; retries start at 1 s and double up to this [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub backoff_max: Option<f64>,
     /// A file still open for writing is held back from the changeset until
     /// its writer closes it, or at most this many seconds (then shipped
-    /// anyway, and again every SECS while it stays open: logs, databases).
-    #[arg(long, value_name = "SECS", default_value = "60")]
-    pub hold_open: f64,
+    /// anyway, and again every SECS while it stays open: logs, databases)
+    /// [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub hold_open: Option<f64>,
 }
 
 /// How rsync reaches the destinations. Each option sets the default of

@@ -2,11 +2,13 @@
 //! destination's queue, or stays in memory until it can.
 //!
 //! Only after the pipeline's commit returned (one transaction over every
-//! queue, then a flush) is the window cleared. A commit that fails,
-//! typically because the state directory's disk is full, keeps the window,
-//! logs once what happened, and asks the daemon to rebuild the pipeline and
-//! try again every second while events keep joining the window; when space
-//! returns the next attempt succeeds and the log says so. Nothing is
+//! queue, then a flush) is the window cleared. A commit refused because the
+//! state file system is (nearly) full keeps the window, logs once what
+//! happened, and is retried every second while events keep joining the
+//! window; when space returns the next attempt succeeds and the log says
+//! so. A commit that sled itself failed leaves the store unusable in this
+//! process (see `pipeline`): the committer reports it as poisoned and the
+//! daemon restarts itself once there is space again. Nothing is
 //! acknowledged that was not committed, because workers only ever see
 //! committed changesets.
 
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::aggregate::Aggregator;
 use crate::changeset::escape;
 use crate::pipeline::Pipeline;
-use crate::store::now_ms;
+use crate::store::{now_ms, WriteError};
 
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -24,6 +26,8 @@ const RETRY: Duration = Duration::from_secs(1);
 pub struct Committer {
     failing_since: Option<Instant>,
     retry_at: Option<Instant>,
+    /// sled failed a write: the store must not be touched again.
+    poisoned: bool,
     lost_on_exit: bool,
 }
 
@@ -42,12 +46,13 @@ impl Committer {
         self.retry_at.is_none_or(|t| now >= t)
     }
 
-    /// Whether the last commit failed (the store must be reopened first).
-    pub fn failing(&self) -> bool {
-        self.failing_since.is_some()
+    /// Whether sled failed a write, so the store is unusable in this
+    /// process.
+    pub fn poisoned(&self) -> bool {
+        self.poisoned
     }
 
-    /// Records that the pipeline could not even be rebuilt; retry later.
+    /// Schedules the next look after a failure.
     pub fn postpone(&mut self) {
         self.failing_since.get_or_insert_with(Instant::now);
         self.retry_at = Some(Instant::now() + RETRY);
@@ -56,6 +61,10 @@ impl Committer {
     /// Commits the window; on success clears it, on failure keeps it and
     /// schedules a retry. Returns whether it was committed.
     pub fn commit_window(&mut self, pipe: &Pipeline, window: &mut Aggregator) -> bool {
+        if self.poisoned {
+            self.postpone();
+            return false;
+        }
         let now = Instant::now();
         let cs = window.changeset(now_ms(), now);
         if cs.entries.is_empty() {
@@ -82,16 +91,23 @@ impl Committer {
                 true
             }
             Err(e) => {
-                if self.failing_since.is_none() {
+                if let WriteError::Store(_) = e {
                     log::error!(
-                        "cannot commit a changeset of {} entries to {}: {e}; keeping it in \
-                         memory, collecting new changes, and retrying every second",
-                        cs.entries.len(),
+                        "the queue store at {} failed a write: {e}; it cannot be used again in \
+                         this process, so syncd keeps the changes in memory and restarts itself \
+                         as soon as its file system has free space (a full sync then covers \
+                         them)",
                         pipe.store().path().display()
                     );
-                    self.failing_since = Some(Instant::now());
+                    self.poisoned = true;
+                } else if self.failing_since.is_none() {
+                    log::error!(
+                        "cannot commit a changeset of {} entries: {e}; keeping it in memory, \
+                         collecting new changes, and retrying every second",
+                        cs.entries.len()
+                    );
                 }
-                self.retry_at = Some(Instant::now() + RETRY);
+                self.postpone();
                 false
             }
         }
@@ -108,6 +124,6 @@ impl Committer {
 
     /// Whether every window was committed, so the shutdown is clean.
     pub fn all_committed(&self) -> bool {
-        !self.lost_on_exit
+        !self.lost_on_exit && !self.poisoned
     }
 }

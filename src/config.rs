@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::{RsyncArgs, RunArgs, StateArgs};
+use crate::configfile::{ConfigFile, FileDest};
 use crate::destopts::DestOptions;
 use crate::error::{Error, Result};
 use crate::filter::{ExcludeArg, Filter};
@@ -39,6 +40,8 @@ pub struct RunConfig {
     pub metrics_textfile: Option<PathBuf>,
     /// The excludes, shared by the watcher, the workers and rsync.
     pub filter: std::sync::Arc<crate::filter::Filter>,
+    /// Free bytes kept on the state file system (`--state-min-free`).
+    pub min_free: u64,
 }
 
 impl RunConfig {
@@ -49,10 +52,14 @@ impl RunConfig {
     }
 }
 
-/// The state directory from the flag or env, or the default for this user.
-pub fn state_dir(args: &StateArgs) -> Result<PathBuf> {
+/// The state directory from the flag or env, then the config file, or the
+/// default for this user.
+pub fn state_dir(args: &StateArgs, file: Option<&ConfigFile>) -> Result<PathBuf> {
     if let Some(d) = &args.state_dir {
         return absolute(d);
+    }
+    if let Some(d) = file.and_then(ConfigFile::state_dir) {
+        return absolute(&d);
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
@@ -83,14 +90,48 @@ fn seconds(what: &str, s: f64, max: f64) -> Result<Duration> {
 }
 
 impl RunConfig {
-    /// Checks and resolves `syncd run`'s arguments.
-    pub fn from_args(a: &RunArgs) -> Result<RunConfig> {
+    /// Checks and resolves `syncd run`'s arguments over the config file's
+    /// settings: every option given on the command line wins; lists
+    /// (excludes, rsync arguments) add up; DESTs given on the command line
+    /// replace the file's `[[dest]]` tables.
+    pub fn from_args(a: &RunArgs, file: Option<&ConfigFile>) -> Result<RunConfig> {
         let cwd = std::env::current_dir().map_err(|e| Error::io("cannot read", ".", e))?;
-        let delay = seconds("--delay", a.timing.delay, 86_400.0)?;
-        let backoff_max = seconds("--backoff-max", a.timing.backoff_max, 86_400.0)?
-            .max(Duration::from_millis(100));
-        let source = Source::resolve(&a.source, &cwd)?;
-        let state_dir = state_dir(&a.state)?;
+        let pick = |cli: Option<f64>, f: fn(&ConfigFile) -> Option<f64>| {
+            cli.or_else(|| file.and_then(f)).unwrap_or(60.0)
+        };
+        let delay = seconds("--delay", pick(a.timing.delay, ConfigFile::delay), 86_400.0)?;
+        let backoff_max = seconds(
+            "--backoff-max",
+            pick(a.timing.backoff_max, ConfigFile::backoff_max),
+            86_400.0,
+        )?
+        .max(Duration::from_millis(100));
+        let hold = seconds(
+            "--hold-open",
+            pick(a.timing.hold_open, ConfigFile::hold_open),
+            86_400.0,
+        )?;
+        let source_arg = a
+            .source
+            .clone()
+            .or_else(|| file.and_then(ConfigFile::source))
+            .ok_or_else(|| {
+                Error::Usage(
+                "no SOURCE: give it on the command line or as `source = \"...\"` in the config file"
+                    .into(),
+            )
+            })?;
+        // Relative paths in the file are relative to the file's directory.
+        let source_cwd = match (&a.source, file) {
+            (None, Some(f)) => f
+                .path()
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or(cwd.clone()),
+            _ => cwd.clone(),
+        };
+        let source = Source::resolve(&source_arg, &source_cwd)?;
+        let state_dir = state_dir(&a.state, file)?;
         if is_inside(&state_dir, &source.root) {
             return Err(Error::Usage(format!(
                 "the state directory {} is inside SOURCE {}: every commit would \
@@ -99,30 +140,76 @@ impl RunConfig {
                 source.root.display()
             )));
         }
-        let mut excludes: Vec<ExcludeArg> = a
-            .filter
-            .exclude
-            .iter()
-            .cloned()
-            .map(ExcludeArg::Pattern)
-            .collect();
+        let mut excludes: Vec<ExcludeArg> = Vec::new();
+        if let Some(f) = file {
+            excludes.extend(f.excludes().into_iter().map(ExcludeArg::Pattern));
+            excludes.extend(f.exclude_from().into_iter().map(ExcludeArg::From));
+        }
+        excludes.extend(a.filter.exclude.iter().cloned().map(ExcludeArg::Pattern));
         for f in &a.filter.exclude_from {
             excludes.push(ExcludeArg::From(absolute(f)?));
         }
         let filter = std::sync::Arc::new(Filter::new(&excludes, &source.rel)?);
-        let mut dests = Vec::new();
-        for d in &a.dests {
-            dests.push(Destination::resolve(d, &cwd)?);
+        let (mut dests, file_dests) = match (a.dests.is_empty(), file) {
+            (false, _) | (true, None) => {
+                let mut v = Vec::new();
+                for d in &a.dests {
+                    v.push(Destination::resolve(d, &cwd)?);
+                }
+                (v, Vec::new())
+            }
+            (true, Some(f)) => {
+                let dir = f
+                    .path()
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or(cwd.clone());
+                let mut v = Vec::new();
+                for fd in f.dests() {
+                    let mut d = Destination::resolve(&fd.target, &dir)
+                        .map_err(|e| Error::Usage(format!("{}: {e}", f.at(fd.line))))?;
+                    if let Some(n) = &fd.name {
+                        d.name = n.clone();
+                    }
+                    v.push(d);
+                }
+                (v, f.dests().to_vec())
+            }
+        };
+        if dests.is_empty() {
+            return Err(Error::Usage(
+                "no DEST: give one or more on the command line or as [[dest]] tables in the \
+                 config file"
+                    .into(),
+            ));
         }
         check_dests(&source, &dests)?;
+        check_names(&dests, &file_dests)?;
         dedupe_names(&mut dests);
         // The same excludes as syncd's own, so rsync's recursion into trees
         // and its --delete agree with what was not queued.
-        let opts = dest_options(&a.rsync, filter.rsync_args(), &dests, &state_dir)?;
+        let opts = dest_options(
+            &a.rsync,
+            file,
+            &file_dests,
+            filter.rsync_args(),
+            &dests,
+            &state_dir,
+        )?;
         let workers = WorkerSettings {
             filter: filter.clone(),
             backoff_max,
             ..WorkerSettings::default()
+        };
+        let metrics_listen = a
+            .metrics
+            .metrics_listen
+            .clone()
+            .or_else(|| file.and_then(ConfigFile::metrics_listen));
+        let metrics_textfile = match (&a.metrics.metrics_textfile, file) {
+            (Some(p), _) => Some(absolute(p)?),
+            (None, Some(f)) => f.metrics_textfile(),
+            (None, None) => None,
         };
         Ok(RunConfig {
             source,
@@ -133,33 +220,111 @@ impl RunConfig {
                 .collect(),
             state_dir,
             delay,
-            hold: seconds("--hold-open", a.timing.hold_open, 86_400.0)?,
-            initial_sync: !a.no_initial_sync,
+            hold,
+            initial_sync: !a.no_initial_sync
+                && file.and_then(ConfigFile::initial_sync).unwrap_or(true),
             reset_queue: a.reset_queue,
             workers,
             window_cap: 50_000,
-            metrics_listen: a
-                .metrics
-                .metrics_listen
+            metrics_listen: metrics_listen
                 .as_deref()
                 .map(crate::metrics::parse_listen)
                 .transpose()?,
-            metrics_textfile: a
-                .metrics
-                .metrics_textfile
-                .as_deref()
-                .map(absolute)
-                .transpose()?,
+            metrics_textfile,
             filter,
+            min_free: a
+                .state
+                .state_min_free
+                .map(|m| m.saturating_mul(1 << 20))
+                .unwrap_or(crate::store::DEFAULT_MIN_FREE),
         })
     }
 }
 
-/// Each destination's options: the defaults, the global flags, then its
-/// own `--dest-opt`s; plus where ssh control sockets go (created by the
+/// Writes the resolved configuration, for `syncd check-config`.
+pub fn describe(cfg: &RunConfig, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use crate::changeset::escape;
+    writeln!(out, "configuration is valid")?;
+    writeln!(out, "source        {} (watched)", cfg.source.root.display())?;
+    writeln!(
+        out,
+        "rsync base    {} (paths below it are recreated under each DEST)",
+        cfg.source.base.display()
+    )?;
+    writeln!(out, "state dir     {}", cfg.state_dir.display())?;
+    writeln!(
+        out,
+        "window        {:.3}s, hold open files {:.0}s",
+        cfg.delay.as_secs_f64(),
+        cfg.hold.as_secs_f64()
+    )?;
+    writeln!(
+        out,
+        "initial sync  {}",
+        if cfg.initial_sync { "yes" } else { "no" }
+    )?;
+    let excl = cfg.filter.rsync_args();
+    if !excl.is_empty() {
+        let e: Vec<String> = excl
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        writeln!(out, "excludes      {}", e.join(" "))?;
+    }
+    if let Some(a) = cfg.metrics_listen {
+        writeln!(out, "metrics       http://{a}/metrics")?;
+    }
+    if let Some(p) = &cfg.metrics_textfile {
+        writeln!(out, "metrics file  {}", p.display())?;
+    }
+    for d in &cfg.dests {
+        use std::os::unix::ffi::OsStrExt;
+        writeln!(
+            out,
+            "dest {:<12} {}",
+            d.dest.name,
+            escape(d.dest.target.as_bytes())
+        )?;
+        let r = &d.rsync;
+        writeln!(
+            out,
+            "     timeout {}s, contimeout {}s, watchdog {}s{}{}",
+            r.timeout_s,
+            r.contimeout_s,
+            r.watchdog_s,
+            r.bwlimit
+                .as_deref()
+                .map(|b| format!(", bwlimit {b}"))
+                .unwrap_or_default(),
+            r.port.map(|p| format!(", port {p}")).unwrap_or_default(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Names given in the config file must be unique: a repeat there is a
+/// mistake, not something to number.
+fn check_names(dests: &[Destination], file_dests: &[FileDest]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for (d, fd) in dests.iter().zip(file_dests) {
+        if fd.name.is_some() && !seen.insert(d.name.clone()) {
+            return Err(Error::Usage(format!(
+                "line {}: the name {:?} is used by another [[dest]]",
+                fd.line, d.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Each destination's options, each layer overriding the one before: the
+/// defaults, the file's `[rsync]`, the file's `[[dest]]`, the global flags,
+/// then `--dest-opt`; plus where ssh control sockets go (created by the
 /// worker, so a dry run touches nothing).
 fn dest_options(
     args: &RsyncArgs,
+    file: Option<&ConfigFile>,
+    file_dests: &[FileDest],
     excludes: Vec<OsString>,
     dests: &[Destination],
     state_dir: &Path,
@@ -168,12 +333,30 @@ fn dest_options(
         extra: excludes,
         ..DestOptions::default()
     };
-    for (key, value) in args.pairs() {
-        base.set(key, value)
-            .map_err(|e| Error::Usage(format!("--{key}: {e}")))?;
+    if let Some(f) = file {
+        for s in f.rsync() {
+            base.set(&s.key, &s.value)
+                .map_err(|e| Error::Usage(format!("{}: [rsync] {}: {e}", f.at(s.line), s.key)))?;
+        }
     }
     let mut opts = vec![base; dests.len()];
     let mut own: Vec<Vec<String>> = vec![Vec::new(); dests.len()];
+    if let Some(f) = file {
+        for (i, fd) in file_dests.iter().enumerate() {
+            for s in &fd.settings {
+                opts[i]
+                    .set(&s.key, &s.value)
+                    .map_err(|e| Error::Usage(format!("{}: {}: {e}", f.at(s.line), s.key)))?;
+                own[i].push(s.key.clone());
+            }
+        }
+    }
+    for (key, value) in args.pairs() {
+        for o in &mut opts {
+            o.set(key, value)
+                .map_err(|e| Error::Usage(format!("--{key}: {e}")))?;
+        }
+    }
     for arg in &args.dest_opt {
         let (name, key, value) = split_dest_opt(arg)?;
         let Some(i) = dests.iter().position(|d| d.name == name) else {
@@ -287,7 +470,7 @@ mod tests {
         v.extend(["u@web1:/x", "h::mod/p", "/tmp/local-dst"].map(OsString::from));
         let cli = crate::cli::Cli::try_parse_from(v).map_err(|e| Error::Usage(e.to_string()))?;
         match cli.command {
-            crate::cli::Command::Run(a) => RunConfig::from_args(&a),
+            crate::cli::Command::Run(a) => RunConfig::from_args(&a, None),
             _ => unreachable!("parsed a run command"),
         }
     }

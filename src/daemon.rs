@@ -118,12 +118,17 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         next_textfile: Instant::now(),
         window,
         committer: Committer::new(),
-        pipe: Some(pipe),
+        pipe,
         watch,
     };
     let result = d.main_loop();
     drop(listener);
     d.shutdown()?;
+    if d.committer.poisoned() {
+        // Dropping a failed sled store can block forever; the process ends
+        // now and the kernel releases it.
+        std::mem::forget(d);
+    }
     drop(lock);
     result
 }
@@ -140,8 +145,7 @@ struct Daemon {
     next_textfile: Instant,
     window: Aggregator,
     committer: Committer,
-    /// `None` while the store cannot be reopened after an I/O error.
-    pipe: Option<Pipeline>,
+    pipe: Pipeline,
     watch: watch::Watch,
 }
 
@@ -206,58 +210,67 @@ impl Daemon {
                     let _ = reply.send(text);
                 }
                 Event::Control(call) => {
-                    let running = self
-                        .pipe
-                        .as_ref()
-                        .map(|p| (p.store().as_ref(), p.workers()));
+                    // A failed store is not read again (it may block).
+                    let running = (!self.committer.poisoned())
+                        .then(|| (self.pipe.store().as_ref(), self.pipe.workers()));
                     self.control.answer(call, &self.cfg.dests, running);
                 }
             }
             let now = Instant::now();
-            if self.window.due(now) && self.committer.may_try(now) {
-                self.try_commit(true);
+            if (self.window.due(now) || self.committer.poisoned()) && self.committer.may_try(now) {
+                self.try_commit()?;
             }
         }
     }
 
     /// Stops the watch first, so no new events; then the workers, so the
     /// last window is committed but not started (the next start replays
-    /// it); then commits the open window and marks a clean shutdown.
+    /// it); then commits the open window and marks a clean shutdown. With a
+    /// failed store nothing of that is safe: the daemon just leaves, and
+    /// the next start reconciles with a full sync.
     fn shutdown(&mut self) -> Result<()> {
         crate::service::stopping();
         self.watch.stop();
-        if let Some(p) = self.pipe.as_mut() {
-            p.stop_workers();
+        if self.committer.poisoned() {
+            log::error!(
+                "stopping with an unusable queue store: {} changes in memory are not committed; \
+                 the next start runs a full sync",
+                self.window.len()
+            );
+            return Ok(());
         }
+        self.pipe.stop_workers();
         while let Ok(ev) = self.fs_rx.try_recv() {
             self.absorb(ev, false);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !self.window.is_empty() {
-            self.try_commit(false);
-            if self.window.is_empty() {
+        while !self.window.is_empty() && !self.committer.poisoned() {
+            if self.committer.commit_window(&self.pipe, &mut self.window) {
                 break;
             }
             if Instant::now() >= deadline {
-                self.committer.lost_on_exit(self.window.len());
                 break;
             }
             std::thread::sleep(Duration::from_millis(500));
         }
+        if !self.window.is_empty() {
+            self.committer.lost_on_exit(self.window.len());
+        }
         self.write_textfile();
-        if let Some(p) = self.pipe.as_ref() {
-            if self.committer.all_committed() {
-                p.store().mark_clean()?;
-            }
+        if self.committer.all_committed() {
+            self.pipe.store().mark_clean()?;
         }
         log::info!("stopped");
         Ok(())
     }
 
-    /// The metrics text, or `None` while the store is being reopened.
+    /// The metrics text, or `None` once the store failed.
     fn metrics_text(&self) -> Option<String> {
         use std::os::unix::ffi::OsStrExt;
-        let p = self.pipe.as_ref()?;
+        if self.committer.poisoned() {
+            return None;
+        }
+        let p = &self.pipe;
         let mut rows = Vec::new();
         for d in &self.cfg.dests {
             let live = p
@@ -290,33 +303,19 @@ impl Daemon {
         }
     }
 
-    /// Commits the window, first rebuilding the pipeline when the last
-    /// commit failed (a poisoned store) or it could not be rebuilt before.
-    fn try_commit(&mut self, with_workers: bool) {
-        let cfg = &self.cfg;
-        if self.committer.failing() || self.pipe.is_none() {
-            self.pipe = match self.pipe.take() {
-                Some(p) => p.reopen(cfg),
-                None => Pipeline::open(cfg).and_then(|(mut p, _)| {
-                    log::warn!("reopened the store at {}", p.store().path().display());
-                    if with_workers {
-                        p.start_workers(cfg)?;
-                    }
-                    Ok(p)
-                }),
+    /// Commits the window, or, once sled failed a write, waits for free
+    /// space and restarts the daemon in place.
+    fn try_commit(&mut self) -> Result<()> {
+        if self.committer.poisoned() {
+            let free = crate::store::free_space(&self.cfg.state_dir).unwrap_or(0);
+            if free >= self.cfg.min_free.max(1 << 20) {
+                return Err(restart_in_place());
             }
-            .map_err(|e| log::debug!("the store cannot be reopened yet: {e}"))
-            .ok();
-            if let (Some(p), false) = (self.pipe.as_mut(), with_workers) {
-                p.stop_workers();
-            }
+            self.committer.postpone();
+            return Ok(());
         }
-        match self.pipe.as_ref() {
-            Some(p) => {
-                self.committer.commit_window(p, &mut self.window);
-            }
-            None => self.committer.postpone(),
-        }
+        self.committer.commit_window(&self.pipe, &mut self.window);
+        Ok(())
     }
 
     /// Feeds one raw event into the window, and rebuilds or degrades the
@@ -367,6 +366,20 @@ impl Daemon {
         }
         None
     }
+}
+
+/// Replaces the process with a fresh run of the same command line (same
+/// pid, so a service manager sees nothing), the way out of a failed store.
+/// The lock, the control socket's listener and sled's threads go with the
+/// old image; the new one finds no clean-shutdown marker and runs a full
+/// sync. Returns only if the exec failed.
+fn restart_in_place() -> Error {
+    use std::os::unix::process::CommandExt;
+    log::warn!("the state file system has free space again: restarting syncd in place");
+    let err = std::process::Command::new("/proc/self/exe")
+        .args(std::env::args_os().skip(1))
+        .exec();
+    Error::io("cannot restart syncd in place", "/proc/self/exe", err)
 }
 
 /// Turns SIGTERM, SIGINT and SIGHUP into messages on a channel.

@@ -20,6 +20,7 @@ pub mod classify;
 pub mod cli;
 pub mod commit;
 pub mod config;
+pub mod configfile;
 pub mod control;
 pub mod daemon;
 pub mod destopts;
@@ -53,26 +54,48 @@ use control::{Reply, Request};
 
 /// Runs a parsed command line. Output goes to `out`.
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
+    let file = cli
+        .config
+        .as_deref()
+        .map(configfile::ConfigFile::load)
+        .transpose()?;
+    let f = file.as_ref();
+    let flog = f.map(configfile::ConfigFile::log).unwrap_or_default();
     logger::init(&logger::LogConfig {
-        debug: cli.log.debug,
-        verbose: cli.log.verbose,
-        quiet: cli.log.quiet,
-        syslog: cli.log.syslog.then(|| cli.log.syslog_facility.clone()),
-        syslog_socket: cli.log.syslog_socket.clone(),
+        debug: cli.log.debug || flog.debug.unwrap_or(false),
+        verbose: cli.log.verbose || flog.verbose.unwrap_or(false),
+        quiet: cli.log.quiet || flog.quiet.unwrap_or(false),
+        syslog: (cli.log.syslog || flog.syslog.unwrap_or(false)).then(|| {
+            cli.log
+                .syslog_facility
+                .clone()
+                .or(flog.syslog_facility)
+                .unwrap_or_else(|| "user".into())
+        }),
+        syslog_socket: cli
+            .log
+            .syslog_socket
+            .clone()
+            .or(flog.syslog_socket)
+            .unwrap_or_else(|| "/dev/log".into()),
     })
     .map_err(Error::Usage)?;
     match cli.command {
         Command::Run(a) => {
-            let cfg = config::RunConfig::from_args(&a)?;
+            let cfg = config::RunConfig::from_args(&a, f)?;
             if a.dry_run {
                 return dryrun::run(cfg, out);
             }
             daemon::run(cfg)
         }
-        Command::Status(a) => status(&a, out),
-        Command::Queue(QueueCommand::Inspect(a)) => queue_inspect(&a, out),
-        Command::Queue(QueueCommand::Retry(a)) => queue_retry(&a, out),
-        Command::Queue(QueueCommand::Purge(a)) => queue_purge(&a, out),
+        Command::CheckConfig(a) => {
+            let cfg = config::RunConfig::from_args(&a, f)?;
+            written(config::describe(&cfg, out), out)
+        }
+        Command::Status(a) => status(&a, f, out),
+        Command::Queue(QueueCommand::Inspect(a)) => queue_inspect(&a, f, out),
+        Command::Queue(QueueCommand::Retry(a)) => queue_retry(&a, f, out),
+        Command::Queue(QueueCommand::Purge(a)) => queue_purge(&a, f, out),
         Command::Man => {
             let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
             man.render(out)
@@ -109,8 +132,12 @@ fn json(out: &mut dyn Write, v: &impl serde::Serialize) -> std::io::Result<()> {
     writeln!(out)
 }
 
-fn queue_inspect(a: &InspectArgs, out: &mut dyn Write) -> Result<()> {
-    let dir = config::state_dir(&a.state)?;
+fn queue_inspect(
+    a: &InspectArgs,
+    file: Option<&configfile::ConfigFile>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let dir = config::state_dir(&a.state, file)?;
     let req = Request::Inspect {
         dest: a.dest.clone(),
         entries: a.entries,
@@ -127,8 +154,12 @@ fn queue_inspect(a: &InspectArgs, out: &mut dyn Write) -> Result<()> {
     written(r, out)
 }
 
-fn status(a: &StatusArgs, out: &mut dyn Write) -> Result<()> {
-    let dir = config::state_dir(&a.state)?;
+fn status(
+    a: &StatusArgs,
+    file: Option<&configfile::ConfigFile>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let dir = config::state_dir(&a.state, file)?;
     let req = Request::Status {
         max_failures: a.max_failures,
     };
@@ -174,15 +205,23 @@ fn status(a: &StatusArgs, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-fn queue_retry(a: &RetryArgs, out: &mut dyn Write) -> Result<()> {
-    let dir = config::state_dir(&a.state)?;
+fn queue_retry(
+    a: &RetryArgs,
+    file: Option<&configfile::ConfigFile>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let dir = config::state_dir(&a.state, file)?;
     let req = Request::Retry {
         dest: a.dest.clone(),
     };
     changed(&dir, &req, out)
 }
 
-fn queue_purge(a: &PurgeArgs, out: &mut dyn Write) -> Result<()> {
+fn queue_purge(
+    a: &PurgeArgs,
+    file: Option<&configfile::ConfigFile>,
+    out: &mut dyn Write,
+) -> Result<()> {
     if !a.yes {
         return Err(Error::Usage(format!(
             "`syncd queue purge` drops every pending changeset and dead letter of {:?} for \
@@ -191,7 +230,7 @@ fn queue_purge(a: &PurgeArgs, out: &mut dyn Write) -> Result<()> {
             a.dest
         )));
     }
-    let dir = config::state_dir(&a.state)?;
+    let dir = config::state_dir(&a.state, file)?;
     let req = Request::Purge {
         dest: a.dest.clone(),
     };

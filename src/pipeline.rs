@@ -1,13 +1,16 @@
 //! The durable half of the daemon: the store and the workers that drain it,
-//! built together and, when the store fails, rebuilt together.
+//! started together and stopped together.
 //!
-//! sled 0.34 poisons a database after an I/O error (a full disk on the
-//! state directory): every later operation on that handle fails with the
-//! same error, even once space returns. Recovery therefore means stopping
-//! the workers, dropping every handle, and opening the store again, which
-//! replays its log up to the last good write. The daemon keeps the open
-//! window in memory meanwhile, so nothing is lost; this module owns that
-//! teardown and rebuild, and the main loop only asks for it.
+//! sled 0.34 cannot survive running out of space: after an I/O error its
+//! handle fails every later call, and dropping it (or even flushing it) can
+//! block forever waiting for a write that will never complete. So the
+//! store is never allowed to meet a full disk (every write checks the free
+//! space first, see `Store::ensure_space`), and if one slips through anyway
+//! (another process filled the disk between the check and the write) the
+//! pipeline is abandoned, never dropped: the daemon waits for space and
+//! then restarts itself in place (`daemon`), which reopens the store
+//! cleanly and, since no clean-shutdown marker was written, reconciles with
+//! a full sync.
 
 use std::sync::Arc;
 
@@ -29,7 +32,9 @@ impl Pipeline {
     /// [`Pipeline::start_workers`]. Also returns whether the last stop was
     /// clean.
     pub fn open(cfg: &RunConfig) -> Result<(Pipeline, bool)> {
-        let store = Arc::new(Store::open(&cfg.state_dir)?);
+        let mut store = Store::open(&cfg.state_dir)?;
+        store.set_min_free(cfg.min_free);
+        let store = Arc::new(store);
         let clean = store.was_clean()?;
         if let Some(old) = store.swap_source(&cfg.source.root)? {
             log::warn!(
@@ -67,7 +72,7 @@ impl Pipeline {
 
     /// Commits `cs` into every queue (one transaction, then a flush) and
     /// wakes the workers.
-    pub fn commit(&self, cs: &Changeset) -> Result<u64, sled::Error> {
+    pub fn commit(&self, cs: &Changeset) -> Result<u64, crate::store::WriteError> {
         let seq = self.store.commit(&self.queues, cs)?;
         for w in &self.workers {
             let _ = w.tx.send(worker::Cmd::Wake);
@@ -114,17 +119,5 @@ impl Pipeline {
         for w in self.workers.drain(..) {
             let _ = w.thread.join();
         }
-    }
-
-    /// Tears everything down and opens the store again with fresh workers.
-    /// Every handle of the old database is dropped first: sled locks its
-    /// files, and a poisoned handle never heals.
-    pub fn reopen(mut self, cfg: &RunConfig) -> Result<Pipeline> {
-        self.stop_workers();
-        drop(self);
-        let (mut p, _) = Pipeline::open(cfg)?;
-        p.start_workers(cfg)?;
-        log::warn!("reopened the store at {}", p.store.path().display());
-        Ok(p)
     }
 }

@@ -41,6 +41,45 @@ pub struct Store {
     path: PathBuf,
     /// Whether the store was created by this open (no earlier state).
     fresh: bool,
+    /// Free bytes kept on the state file system: no write starts below it.
+    min_free: u64,
+}
+
+/// The default of [`Store::set_min_free`]: sled writes in 512 KiB segments
+/// and compacts by rewriting them, so a few MiB of slack keep a commit from
+/// ever meeting a full disk half-way.
+pub const DEFAULT_MIN_FREE: u64 = 8 << 20;
+
+/// Why a write to the store was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The state file system is (nearly) full; nothing was written.
+    #[error(
+        "only {} KiB are free on the file system of {}, and syncd keeps {} KiB free so \
+         that the store never fills the disk half-way through a write",
+        free / 1024,
+        path.display(),
+        min / 1024
+    )]
+    LowSpace { path: PathBuf, free: u64, min: u64 },
+    /// sled failed. After an I/O error sled 0.34 cannot be used (or even
+    /// dropped) safely any more in this process.
+    #[error("{0}")]
+    Store(#[from] sled::Error),
+}
+
+/// The free bytes (for unprivileged users) of the file system holding `p`.
+pub fn free_space(p: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: statvfs writes into the zeroed struct we own; `c` is a valid
+    // NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// One pending changeset as read from a queue. `changeset` is `None` when
@@ -143,6 +182,7 @@ impl Store {
             meta,
             path,
             fresh,
+            min_free: DEFAULT_MIN_FREE,
         })
     }
 
@@ -164,6 +204,42 @@ impl Store {
         }
     }
 
+    /// Sets how many bytes must stay free on the state file system; writes
+    /// below it fail with [`WriteError::LowSpace`] without touching sled.
+    pub fn set_min_free(&mut self, bytes: u64) {
+        self.min_free = bytes;
+    }
+
+    /// Checks that `need` more bytes can be written above the free-space
+    /// floor. sled 0.34 cannot recover from running out of space (see
+    /// `pipeline`), so it is never allowed to try.
+    pub fn ensure_space(&self, need: usize) -> Result<(), WriteError> {
+        if self.min_free == 0 {
+            return Ok(());
+        }
+        let free = free_space(&self.path).unwrap_or(u64::MAX);
+        let min = self.min_free.saturating_add(2 * need as u64);
+        if free < min {
+            return Err(WriteError::LowSpace {
+                path: self.path.clone(),
+                free,
+                min,
+            });
+        }
+        Ok(())
+    }
+
+    fn write_err(&self, e: WriteError) -> Error {
+        match e {
+            WriteError::Store(e) => self.err(e),
+            low => Error::Store {
+                path: self.path.clone(),
+                reason: low.to_string(),
+                hint: "",
+            },
+        }
+    }
+
     /// Whether the last daemon on this store stopped cleanly. A fresh store
     /// counts as clean: there is nothing to reconcile.
     pub fn was_clean(&self) -> Result<bool> {
@@ -176,12 +252,14 @@ impl Store {
     /// Marks the store as in use: until [`Store::mark_clean`], a crash is
     /// detected at the next start.
     pub fn mark_running(&self) -> Result<()> {
+        self.ensure_space(64).map_err(|e| self.write_err(e))?;
         self.meta.remove(CLEAN).map_err(|e| self.err(e))?;
         self.flush()
     }
 
     /// Marks a clean shutdown and flushes.
     pub fn mark_clean(&self) -> Result<()> {
+        self.ensure_space(64).map_err(|e| self.write_err(e))?;
         self.meta.insert(CLEAN, &[1u8]).map_err(|e| self.err(e))?;
         self.flush()
     }
@@ -238,8 +316,9 @@ impl Store {
     /// Writes `cs` into every queue of `queues` in one transaction, then
     /// flushes. Returns the sequence number it was given. Nothing is
     /// written if it fails, and the caller keeps the window to retry.
-    pub fn commit(&self, queues: &[sled::Tree], cs: &Changeset) -> Result<u64, sled::Error> {
+    pub fn commit(&self, queues: &[sled::Tree], cs: &Changeset) -> Result<u64, WriteError> {
         let value = record::encode_changeset(cs);
+        self.ensure_space(value.len() * queues.len())?;
         let mut trees = Vec::with_capacity(queues.len() + 1);
         trees.push(self.meta.clone());
         trees.extend(queues.iter().cloned());
@@ -301,6 +380,8 @@ impl Store {
     /// Removes acknowledged changesets from a queue in one batch and
     /// flushes. A lost ack only makes rsync run the same paths again.
     pub fn ack(&self, queue: &sled::Tree, seqs: &[u64]) -> Result<()> {
+        self.ensure_space(seqs.len() * 16)
+            .map_err(|e| self.write_err(e))?;
         let mut batch = sled::Batch::default();
         for s in seqs {
             batch.remove(&s.to_be_bytes());
@@ -316,6 +397,8 @@ impl Store {
         dead: &sled::Tree,
         letters: &[(u64, DeadLetter)],
     ) -> Result<()> {
+        self.ensure_space(4096 * letters.len())
+            .map_err(|e| self.write_err(e))?;
         let values: Vec<(u64, Vec<u8>)> = letters
             .iter()
             .map(|(s, d)| (*s, record::encode_dead(d)))
@@ -335,6 +418,8 @@ impl Store {
     /// Moves every dead letter of a destination back into its queue, with
     /// its original sequence number (so it keeps its age). Returns how many.
     pub fn revive(&self, queue: &sled::Tree, dead: &sled::Tree) -> Result<usize> {
+        self.ensure_space(4096 * dead.len())
+            .map_err(|e| self.write_err(e))?;
         let mut n = 0;
         for kv in dead.iter() {
             let (k, v) = kv.map_err(|e| self.err(e))?;
@@ -384,6 +469,7 @@ impl Store {
     /// Persists the status of a destination. Not flushed on its own: it is
     /// informational and rides along with the next commit or ack.
     pub fn put_status(&self, target: &[u8], s: &DestStatus) -> Result<()> {
+        self.ensure_space(1024).map_err(|e| self.write_err(e))?;
         let key = [STATUS_PREFIX, target].concat();
         self.meta
             .insert(key, record::encode_status(s))

@@ -336,6 +336,9 @@ impl Worker {
                         self.name(),
                         seqs.len()
                     );
+                    // The store cannot take writes now (a full disk): do not
+                    // spin re-running what was just delivered.
+                    self.sleep(self.settings.backoff_max.min(Duration::from_secs(5)))?;
                 }
             }
             let st = self.update(|l| {

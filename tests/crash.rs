@@ -199,31 +199,40 @@ impl Drop for Tmpfs<'_> {
     }
 }
 
-#[test]
-fn a_full_state_disk_keeps_changes_in_memory_and_recovers_by_itself() {
-    let dir = Dir::new();
-    let state = dir.state();
-    let _fs = Tmpfs::mount(&state, "4m");
-    let d = dir.start_synced("0.3", &[]);
-    // Fill the state directory's file system to the last byte.
-    let filler = state.join("filler");
+/// Fills the file system of `dir` to the last byte with a file it returns.
+fn fill(dir: &Path) -> std::path::PathBuf {
+    let filler = dir.join("filler");
     let _ = Command::new("dd")
         .arg("if=/dev/zero")
         .arg(format!("of={}", filler.display()))
-        .args(["bs=64k", "count=1000"])
+        .args(["bs=64k", "count=100000"])
         .stderr(std::process::Stdio::null())
         .status();
+    filler
+}
+
+fn make_changes_on_a_full_disk(dir: &Dir) {
     let long = "n".repeat(150);
     for i in 0..3000 {
         dir.write(format!("{long}{i}"), i.to_string());
     }
-    d.wait_log("No space left on device", T);
-    // Events keep being collected while commits fail.
+    // Events keep being collected while commits cannot be made.
     for i in 0..20 {
         dir.write(format!("during/{i}"), "still collected");
     }
     fs::remove_dir_all(dir.s("during")).ok();
     dir.write("during-kept", "yes");
+}
+
+#[test]
+fn a_full_state_disk_keeps_changes_in_memory_and_recovers_by_itself() {
+    let dir = Dir::new();
+    let state = dir.state();
+    let _fs = Tmpfs::mount(&state, "32m");
+    let d = dir.start_synced("0.3", &[]);
+    let filler = fill(&state);
+    make_changes_on_a_full_disk(&dir);
+    d.wait_log("are free on the file system", T);
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         !mirror_diff(&dir.src(), &dir.dst()).is_empty(),
@@ -232,6 +241,28 @@ fn a_full_state_disk_keeps_changes_in_memory_and_recovers_by_itself() {
     fs::remove_file(&filler).unwrap();
     d.wait_log("commits work again", T);
     dir.wait_mirror(T);
+    assert!(d.stop().success());
+    assert_eq!(inspect(&state)["destinations"][0]["pending"], 0);
+}
+
+/// Without the free-space floor sled itself meets the full disk; its store
+/// is then unusable in-process, and syncd restarts itself (same pid) once
+/// there is space, reconciling with a full sync.
+#[test]
+fn a_store_that_met_a_full_disk_is_left_and_syncd_restarts_in_place() {
+    let dir = Dir::new();
+    let state = dir.state();
+    let _fs = Tmpfs::mount(&state, "32m");
+    let d = dir.start_synced("0.3", &["--state-min-free", "0"]);
+    let pid = d.pid();
+    let filler = fill(&state);
+    make_changes_on_a_full_disk(&dir);
+    d.wait_log("failed a write", T);
+    fs::remove_file(&filler).unwrap();
+    d.wait_log("restarting syncd in place", T);
+    d.wait_log("the last stop was not clean", T);
+    dir.wait_mirror(T);
+    assert_eq!(d.pid(), pid);
     assert!(d.stop().success());
     assert_eq!(inspect(&state)["destinations"][0]["pending"], 0);
 }

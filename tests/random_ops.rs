@@ -146,7 +146,7 @@ fn apply(src: &Path, outside: &Path, op: &Op, counter: &mut u32) {
         }
         Op::Chmod { dir } => {
             use std::os::unix::fs::PermissionsExt;
-            let mode = if c % 2 == 0 { 0o750 } else { 0o755 };
+            let mode = if c.is_multiple_of(2) { 0o750 } else { 0o755 };
             let _ = fs::set_permissions(dir_path(src, dir), fs::Permissions::from_mode(mode));
         }
         Op::Pause { ms } => std::thread::sleep(Duration::from_millis(ms as u64)),

@@ -5,6 +5,7 @@
 mod support;
 mod util;
 
+mod config;
 mod control;
 mod core;
 mod crash;
