@@ -213,3 +213,11 @@ fn check_config_starts_nothing() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("inside SOURCE"));
 }
+
+#[test]
+fn the_shipped_example_config_parses() {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/syncd.toml.example");
+    let c = syncd::configfile::ConfigFile::load(&p).expect("the example config is valid");
+    assert_eq!(c.dests().len(), 2);
+    assert!(c.source().is_some());
+}
