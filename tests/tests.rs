@@ -1,6 +1,7 @@
 //! The one integration-test binary: every module drives the real `syncd`
 //! binary against real rsync (and, for remote destinations, a real sshd and
-//! rsync daemon on loopback).
+//! rsync daemon on loopback), except `model`, a pure property test of the
+//! optimizer and the classifier against an in-memory model of rsync.
 
 mod support;
 mod util;
@@ -10,6 +11,7 @@ mod control;
 mod core;
 mod crash;
 mod filter;
+mod model;
 mod random_ops;
 mod remote;
 mod service;

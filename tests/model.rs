@@ -1,0 +1,787 @@
+//! A model-level property test of the optimizer and the classifier
+//! (issue 6): pure, in memory, no disk and no processes.
+//!
+//! proptest builds a random source tree (tricky byte names, files, dirs,
+//! symlinks) and a random sequence of operations on it: create, write,
+//! same-size rewrite, rename of files and dirs (inside, out of, into and
+//! over), delete (`rm -rf` for dirs), `mkdir -p` with contents, symlinks,
+//! chmod, closing the aggregation window and letting the worker drain the
+//! queue. Each operation yields the raw entries the watcher would produce,
+//! by `syncd::watch`'s rules: a write is `File`, a new dir `Tree`, a removal
+//! or move-from `Gone`, a move-to `Tree` or `File` by what the path is when
+//! the event is interpreted (sometimes only later, as when the main loop
+//! lags), chmod on a dir `Attrs` (on the root always). Files made inside a
+//! brand-new directory may or may not be reported, as with real inotify.
+//!
+//! A model of rsync's file-level semantics (`-R --files-from
+//! --delete-missing-args --force`, with `-r --delete` for the main run and
+//! without for the attrs run; implied parent dirs created with the source's
+//! mode; a listed path whose source parent is not a directory fails the
+//! run, as rsync's lstat would) then syncs three destinations, each a copy
+//! of the initial source:
+//!
+//! - the *pipeline*: windows through the real `Aggregator` (with an
+//!   early-flush cap), changesets through the real record codec, and
+//!   workers that merge the queue, `optimize`, `classify_with` against the
+//!   model, `optimize` again and split into the two runs, exactly as
+//!   `worker.rs` does, at random moments between operations;
+//! - the *optimized* set: every raw entry optimized and classified once at
+//!   the end;
+//! - the *raw* baseline: every raw entry classified and synced on its own.
+//!
+//! All three must equal the final source tree (names, types, contents,
+//! modes, link targets).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use proptest::sample::{select, Index};
+
+use syncd::aggregate::Aggregator;
+use syncd::changeset::{escape, is_below, join, Entry, Kind};
+use syncd::classify::{classify_with, Node as Stat};
+use syncd::optimize::{optimize, DEFAULT_FULL_SYNC_THRESHOLD};
+use syncd::{record, rsync};
+
+/// A file name (one path component).
+type Name = &'static [u8];
+
+/// Few names, so operations collide (renames over, re-creations); several
+/// sort between `a` and `a/…` in byte order, and some are hostile to shells
+/// and to rsync's list parsing.
+const NAMES: &[Name] = &[
+    b"a",
+    b"b",
+    b"c",
+    b"a b",
+    b"a.b",
+    b"a\x01",
+    b"a-",
+    b"-x",
+    b"#c",
+    b";d",
+    b"nl\n",
+    b"\xff\xfe",
+    b"*?[",
+    b"...",
+    b"a\\b",
+];
+const LINK_TARGETS: &[&[u8]] = &[b"a", b"../../etc", b"/abs/target", b"d/\xff\n", b"."];
+const DIR_MODES: &[u32] = &[0o755, 0o700, 0o750, 0o555];
+const FILE_MODES: &[u32] = &[0o644, 0o600, 0o755, 0o444];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    Dir { mode: u32 },
+    File { data: Vec<u8>, mode: u32 },
+    Link { target: Vec<u8> },
+}
+
+/// A tree: root-relative path -> node. The root (`""`) is a directory.
+#[derive(Clone, PartialEq, Eq)]
+struct Tree(BTreeMap<Vec<u8>, Node>);
+
+fn at_or_below(q: &[u8], p: &[u8]) -> bool {
+    q == p || is_below(q, p)
+}
+
+/// The proper ancestors of `p` below the root, outermost first.
+fn ancestors(p: &[u8]) -> Vec<&[u8]> {
+    p.iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'/')
+        .map(|(i, _)| &p[..i])
+        .collect()
+}
+
+impl Tree {
+    fn new() -> Tree {
+        Tree(BTreeMap::from([(Vec::new(), Node::Dir { mode: 0o755 })]))
+    }
+
+    fn get(&self, p: &[u8]) -> Option<&Node> {
+        self.0.get(p)
+    }
+
+    fn is_dir(&self, p: &[u8]) -> bool {
+        matches!(self.get(p), Some(Node::Dir { .. }))
+    }
+
+    /// What `lstat` says, for `classify_with`. A path through a non-dir is
+    /// missing here; `classify` never asks for one (it stops at the
+    /// non-dir), and the rsync model refuses it.
+    fn stat(&self, p: &[u8]) -> Stat {
+        match self.get(p) {
+            None => Stat::Missing,
+            Some(Node::Dir { .. }) => Stat::Dir,
+            Some(_) => Stat::Other,
+        }
+    }
+
+    /// `p` and everything below it, sorted.
+    fn subtree(&self, p: &[u8]) -> Vec<(Vec<u8>, Node)> {
+        self.0
+            .iter()
+            .filter(|(q, _)| at_or_below(q, p))
+            .map(|(q, n)| (q.clone(), n.clone()))
+            .collect()
+    }
+
+    fn remove_subtree(&mut self, p: &[u8]) -> Vec<(Vec<u8>, Node)> {
+        let gone = self.subtree(p);
+        self.0.retain(|q, _| !at_or_below(q, p));
+        gone
+    }
+
+    fn paths(&self, keep: impl Fn(&[u8], &Node) -> bool) -> Vec<Vec<u8>> {
+        self.0
+            .iter()
+            .filter(|(p, n)| keep(p, n))
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    fn dirs(&self) -> Vec<Vec<u8>> {
+        self.paths(|_, n| matches!(n, Node::Dir { .. }))
+    }
+
+    fn files(&self) -> Vec<Vec<u8>> {
+        self.paths(|_, n| matches!(n, Node::File { .. }))
+    }
+
+    /// Every node but the root.
+    fn nodes(&self) -> Vec<Vec<u8>> {
+        self.paths(|p, _| !p.is_empty())
+    }
+
+    /// Whether a node of kind `incoming_dir` may be renamed onto `to`
+    /// (rename(2): a dir only onto nothing or an empty dir, a non-dir only
+    /// onto nothing or a non-dir).
+    fn may_replace(&self, to: &[u8], incoming_dir: bool) -> bool {
+        match self.get(to) {
+            None => true,
+            Some(Node::Dir { .. }) => incoming_dir && self.subtree(to).len() == 1,
+            Some(_) => !incoming_dir,
+        }
+    }
+
+    /// Lines that differ from `other`, for failure messages.
+    fn diff(&self, other: &Tree) -> String {
+        let mut out = String::new();
+        for (p, n) in &self.0 {
+            if other.get(p) != Some(n) {
+                let theirs = other.get(p);
+                out += &format!("  {:?}: want {n:?}, got {theirs:?}\n", escape(p));
+            }
+        }
+        for (p, n) in &other.0 {
+            if self.get(p).is_none() {
+                out += &format!("  {:?}: want nothing, got {n:?}\n", escape(p));
+            }
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for Tree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(p, n)| (escape(p), n)))
+            .finish()
+    }
+}
+
+/// One rsync run over `list` as the daemon runs it: the main run
+/// (`recursive`: `-r --delete`) or the attrs run (directories listed are
+/// created or updated without descending). Returns rsync's complaint for a
+/// path it could not even look at.
+fn rsync_run(src: &Tree, dst: &mut Tree, list: &[&Entry], recursive: bool) -> Result<(), String> {
+    for e in list {
+        let p = e.path.as_slice();
+        for a in ancestors(p) {
+            match src.get(a) {
+                Some(Node::Dir { mode }) => {
+                    // -R sends the implied parent dirs: a missing one is
+                    // created with the source's mode, a non-dir in its way
+                    // is replaced; an existing dir is left alone.
+                    if !dst.is_dir(a) {
+                        dst.remove_subtree(a);
+                        dst.0.insert(a.to_vec(), Node::Dir { mode: *mode });
+                    }
+                }
+                Some(_) => return Err(format!("{}: Not a directory", escape(p))),
+                None => return Err(format!("{}: No such file or directory", escape(p))),
+            }
+        }
+        match src.get(p) {
+            // --delete-missing-args (--force for a non-empty dir).
+            None => {
+                dst.remove_subtree(p);
+            }
+            Some(Node::Dir { mode }) if !recursive => {
+                if !dst.is_dir(p) {
+                    dst.remove_subtree(p);
+                }
+                dst.0.insert(p.to_vec(), Node::Dir { mode: *mode });
+            }
+            // -r --delete: the subtree becomes an exact copy.
+            Some(Node::Dir { .. }) => {
+                dst.remove_subtree(p);
+                dst.0.extend(src.subtree(p));
+            }
+            Some(n) => {
+                dst.remove_subtree(p);
+                dst.0.insert(p.to_vec(), n.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a worker does with the entries it took from the queue: classify
+/// against the source, re-optimize, and run the main and attrs runs.
+fn sync(src: &Tree, dst: &mut Tree, entries: &[Entry], threshold: usize) -> Result<(), String> {
+    let classified = classify_with(entries, |p| src.stat(p)).map_err(|_| "root gone")?;
+    let classified = optimize(classified, threshold);
+    let (main, attrs) = rsync::split(&classified);
+    rsync_run(src, dst, &main, true)?;
+    rsync_run(src, dst, &attrs, false)
+}
+
+/// A raw watcher event on a path, before it is interpreted.
+#[derive(Debug, Clone, Copy)]
+enum Ev {
+    /// Create(File) (also a new symlink), Modify(Data), Close(Write).
+    Written,
+    /// Create(Folder).
+    Mkdir,
+    /// Remove, Name(From) (moved away or renamed).
+    Removed,
+    /// Name(To): decided by what the path is when interpreted.
+    MovedTo,
+    /// Modify(Metadata): decided the same way; on the root always attrs.
+    Chmod,
+}
+
+/// `watch::interpret`'s rules, with the model standing in for `lstat`.
+fn interpret(src: &Tree, p: &[u8], ev: Ev) -> Entry {
+    let on_disk = |if_dir: Kind, otherwise: Kind| match src.get(p) {
+        None => Kind::Gone,
+        Some(Node::Dir { .. }) => if_dir,
+        Some(_) => otherwise,
+    };
+    let kind = match ev {
+        Ev::Written => Kind::File,
+        Ev::Mkdir => Kind::Tree,
+        Ev::Removed => Kind::Gone,
+        Ev::MovedTo => on_disk(Kind::Tree, Kind::File),
+        Ev::Chmod if p.is_empty() => Kind::Attrs,
+        Ev::Chmod => on_disk(Kind::Attrs, Kind::File),
+    };
+    Entry::new(kind, p)
+}
+
+#[derive(Debug, Clone)]
+enum Shape {
+    File(u8),
+    /// A directory of files and subdirectories of files.
+    Dir(Vec<(Name, Option<Vec<Name>>)>),
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create {
+        dir: Index,
+        name: Name,
+        len: u8,
+    },
+    Write {
+        file: Index,
+        len: u8,
+    },
+    /// Same size, different bytes (the rewrite lsyncd misses).
+    Rewrite {
+        file: Index,
+    },
+    Rename {
+        from: Index,
+        dir: Index,
+        name: Name,
+    },
+    MoveOut {
+        node: Index,
+    },
+    MoveIn {
+        dir: Index,
+        name: Name,
+        shape: Shape,
+    },
+    Delete {
+        node: Index,
+    },
+    MkdirP {
+        dir: Index,
+        chain: Vec<Name>,
+        files: Vec<Name>,
+        seen: Vec<bool>,
+    },
+    Symlink {
+        dir: Index,
+        name: Name,
+        target: Name,
+    },
+    Chmod {
+        node: Index,
+        mode: Index,
+    },
+    /// The aggregation window closes and is committed.
+    Window,
+    /// The worker drains the queue now.
+    Sync,
+}
+
+/// The pipeline under test and everything the watcher reported.
+struct Sim {
+    src: Tree,
+    /// The pipeline's destination.
+    dst: Tree,
+    raw: Vec<Entry>,
+    /// Events whose interpretation lags behind (read from the channel later).
+    late: Vec<(Vec<u8>, Ev)>,
+    window: Aggregator,
+    /// Committed changesets, as bytes, as in the store.
+    queue: Vec<Vec<u8>>,
+    threshold: usize,
+    t0: Instant,
+    counter: u8,
+}
+
+impl Sim {
+    fn emit(&mut self, p: &[u8], ev: Ev, late: bool) {
+        if late {
+            self.late.push((p.to_vec(), ev));
+        } else {
+            self.interpret(p, ev);
+        }
+    }
+
+    fn interpret(&mut self, p: &[u8], ev: Ev) {
+        let e = interpret(&self.src, p, ev);
+        self.raw.push(e.clone());
+        self.window.add(e, self.t0);
+        if self.window.due(self.t0) {
+            self.commit();
+        }
+    }
+
+    fn catch_up(&mut self) {
+        for (p, ev) in std::mem::take(&mut self.late) {
+            self.interpret(&p, ev);
+        }
+    }
+
+    fn commit(&mut self) {
+        if self.window.is_empty() {
+            return;
+        }
+        let cs = self.window.changeset(self.queue.len() as u64);
+        self.queue.push(record::encode_changeset(&cs));
+        self.window.clear();
+    }
+
+    fn drain(&mut self) -> Result<(), String> {
+        let mut raw = Vec::new();
+        for bytes in self.queue.drain(..) {
+            let cs = record::decode_changeset(&bytes).map_err(|e| e.to_string())?;
+            raw.extend(cs.entries);
+        }
+        let merged = optimize(raw, self.threshold);
+        sync(&self.src, &mut self.dst, &merged, self.threshold)
+    }
+
+    fn content(&mut self, len: u8) -> Vec<u8> {
+        self.counter = self.counter.wrapping_add(1);
+        (0..len).map(|i| self.counter.wrapping_add(i)).collect()
+    }
+
+    fn apply(&mut self, op: &Op, late: bool) -> Result<(), String> {
+        match op {
+            Op::Create { dir, name, len } => {
+                let p = join(&index(&self.src.dirs(), dir), name);
+                match self.src.get(&p) {
+                    None => {
+                        let data = self.content(*len);
+                        self.src
+                            .0
+                            .insert(p.clone(), Node::File { data, mode: 0o644 });
+                    }
+                    Some(Node::File { .. }) => self.overwrite(&p, *len),
+                    Some(_) => return Ok(()),
+                }
+                self.emit(&p, Ev::Written, late);
+            }
+            Op::Write { file, len } => {
+                let Some(p) = pick(&self.src.files(), file) else {
+                    return Ok(());
+                };
+                self.overwrite(&p, *len);
+                self.emit(&p, Ev::Written, late);
+            }
+            Op::Rewrite { file } => {
+                let Some(p) = pick(&self.src.files(), file) else {
+                    return Ok(());
+                };
+                if let Some(Node::File { data, .. }) = self.src.0.get_mut(&p) {
+                    data.iter_mut().for_each(|b| *b = b.wrapping_add(1));
+                }
+                self.emit(&p, Ev::Written, late);
+            }
+            Op::Rename { from, dir, name } => {
+                let Some(f) = pick(&self.src.nodes(), from) else {
+                    return Ok(());
+                };
+                let d = index(&self.src.dirs(), dir);
+                let to = join(&d, name);
+                let is_dir = self.src.is_dir(&f);
+                if to == f || at_or_below(&d, &f) || !self.src.may_replace(&to, is_dir) {
+                    return Ok(());
+                }
+                let moved = self.src.remove_subtree(&f);
+                self.src.remove_subtree(&to);
+                for (q, n) in moved {
+                    self.src.0.insert([&to[..], &q[f.len()..]].concat(), n);
+                }
+                self.emit(&f, Ev::Removed, late);
+                self.emit(&to, Ev::MovedTo, late);
+            }
+            Op::MoveOut { node } => {
+                let Some(p) = pick(&self.src.nodes(), node) else {
+                    return Ok(());
+                };
+                self.src.remove_subtree(&p);
+                self.emit(&p, Ev::Removed, late);
+            }
+            Op::MoveIn { dir, name, shape } => {
+                let to = join(&index(&self.src.dirs(), dir), name);
+                let is_dir = matches!(shape, Shape::Dir(_));
+                if !self.src.may_replace(&to, is_dir) {
+                    return Ok(());
+                }
+                self.src.remove_subtree(&to);
+                self.build(&to, shape);
+                self.emit(&to, Ev::MovedTo, late);
+            }
+            Op::Delete { node } => {
+                let Some(p) = pick(&self.src.nodes(), node) else {
+                    return Ok(());
+                };
+                // rm -rf: children before their parent.
+                let mut gone: Vec<Vec<u8>> = self
+                    .src
+                    .remove_subtree(&p)
+                    .into_iter()
+                    .map(|(q, _)| q)
+                    .collect();
+                gone.sort_by_key(|q| std::cmp::Reverse(q.iter().filter(|&&b| b == b'/').count()));
+                for q in gone {
+                    self.emit(&q, Ev::Removed, late);
+                }
+            }
+            Op::MkdirP {
+                dir,
+                chain,
+                files,
+                seen,
+            } => self.mkdir_p(dir, chain, files, seen, late),
+            Op::Symlink { dir, name, target } => {
+                let p = join(&index(&self.src.dirs(), dir), name);
+                if self.src.get(&p).is_some() {
+                    return Ok(());
+                }
+                let target = target.to_vec();
+                self.src.0.insert(p.clone(), Node::Link { target });
+                self.emit(&p, Ev::Written, late);
+            }
+            Op::Chmod { node, mode } => {
+                let all = self.src.paths(|_, n| !matches!(n, Node::Link { .. }));
+                let p = index(&all, node);
+                match self.src.0.get_mut(&p) {
+                    Some(Node::Dir { mode: m }) => *m = *mode.get(DIR_MODES),
+                    Some(Node::File { mode: m, .. }) => *m = *mode.get(FILE_MODES),
+                    _ => return Ok(()),
+                }
+                self.emit(&p, Ev::Chmod, late);
+            }
+            Op::Window => {
+                self.catch_up();
+                self.commit();
+            }
+            Op::Sync => self.drain()?,
+        }
+        Ok(())
+    }
+
+    fn overwrite(&mut self, p: &[u8], len: u8) {
+        let new = self.content(len);
+        if let Some(Node::File { data, .. }) = self.src.0.get_mut(p) {
+            *data = new;
+        }
+    }
+
+    fn build(&mut self, at: &[u8], shape: &Shape) {
+        match shape {
+            Shape::File(len) => {
+                let data = self.content(*len);
+                self.src
+                    .0
+                    .insert(at.to_vec(), Node::File { data, mode: 0o644 });
+            }
+            Shape::Dir(children) => {
+                self.src.0.insert(at.to_vec(), Node::Dir { mode: 0o750 });
+                for (name, sub) in children {
+                    let p = join(at, name);
+                    match sub {
+                        None => self.build(&p, &Shape::File(3)),
+                        Some(files) => {
+                            let files = files.iter().map(|f| (*f, None)).collect();
+                            self.build(&p, &Shape::Dir(files));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `mkdir -p dir/chain… && touch` the files in the deepest dir. A path
+    /// whose parent existed before is always reported; one inside a dir
+    /// made by this operation only when `seen` says so (the race of a new
+    /// directory with its inotify watch).
+    fn mkdir_p(&mut self, dir: &Index, chain: &[Name], files: &[Name], seen: &[bool], late: bool) {
+        let mut cur = index(&self.src.dirs(), dir);
+        let mut cur_is_new = false;
+        let mut made: Vec<(Vec<u8>, Ev, bool)> = Vec::new();
+        for name in chain {
+            let next = join(&cur, name);
+            match self.src.get(&next) {
+                Some(Node::Dir { .. }) => {}
+                Some(_) => return self.report(made, seen, late), // mkdir -p fails here
+                None => {
+                    self.src.0.insert(next.clone(), Node::Dir { mode: 0o755 });
+                    made.push((next.clone(), Ev::Mkdir, cur_is_new));
+                    cur_is_new = true;
+                }
+            }
+            cur = next;
+        }
+        for name in files {
+            let p = join(&cur, name);
+            match self.src.get(&p) {
+                None => {
+                    let data = self.content(5);
+                    self.src
+                        .0
+                        .insert(p.clone(), Node::File { data, mode: 0o644 });
+                }
+                Some(Node::File { .. }) => self.overwrite(&p, 5),
+                Some(_) => continue,
+            }
+            made.push((p, Ev::Written, cur_is_new));
+        }
+        self.report(made, seen, late)
+    }
+
+    fn report(&mut self, made: Vec<(Vec<u8>, Ev, bool)>, seen: &[bool], late: bool) {
+        for (i, (p, ev, in_new_dir)) in made.into_iter().enumerate() {
+            if !in_new_dir || seen[i % seen.len()] {
+                self.emit(&p, ev, late);
+            }
+        }
+    }
+}
+
+fn index(v: &[Vec<u8>], i: &Index) -> Vec<u8> {
+    i.get(v).clone()
+}
+
+fn pick(v: &[Vec<u8>], i: &Index) -> Option<Vec<u8>> {
+    (!v.is_empty()).then(|| index(v, i))
+}
+
+fn name() -> impl Strategy<Value = Name> {
+    select(NAMES)
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    prop_oneof![
+        (0u8..8).prop_map(Shape::File),
+        prop::collection::vec(
+            (
+                name(),
+                prop::option::of(prop::collection::vec(name(), 0..3))
+            ),
+            0..4
+        )
+        .prop_map(Shape::Dir),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let i = any::<Index>;
+    prop_oneof![
+        4 => (i(), name(), 0u8..8).prop_map(|(dir, name, len)| Op::Create { dir, name, len }),
+        3 => (i(), 0u8..8).prop_map(|(file, len)| Op::Write { file, len }),
+        2 => i().prop_map(|file| Op::Rewrite { file }),
+        4 => (i(), i(), name()).prop_map(|(from, dir, name)| Op::Rename { from, dir, name }),
+        1 => i().prop_map(|node| Op::MoveOut { node }),
+        2 => (i(), name(), shape()).prop_map(|(dir, name, shape)| Op::MoveIn { dir, name, shape }),
+        2 => i().prop_map(|node| Op::Delete { node }),
+        2 => (
+            i(),
+            prop::collection::vec(name(), 1..4),
+            prop::collection::vec(name(), 0..4),
+            prop::collection::vec(any::<bool>(), 1..8),
+        )
+            .prop_map(|(dir, chain, files, seen)| Op::MkdirP { dir, chain, files, seen }),
+        1 => (i(), name(), select(LINK_TARGETS))
+            .prop_map(|(dir, name, target)| Op::Symlink { dir, name, target }),
+        2 => (i(), i()).prop_map(|(node, mode)| Op::Chmod { node, mode }),
+        2 => Just(Op::Window),
+        2 => Just(Op::Sync),
+    ]
+}
+
+/// The initial tree: each item adds a child to an existing dir.
+fn initial() -> impl Strategy<Value = Tree> {
+    prop::collection::vec((any::<Index>(), name(), 0u8..10), 0..30).prop_map(|items| {
+        let mut t = Tree::new();
+        for (i, (dir, name, kind)) in items.into_iter().enumerate() {
+            let p = join(&index(&t.dirs(), &dir), name);
+            if t.get(&p).is_some() {
+                continue;
+            }
+            let node = match kind {
+                0..=5 => Node::File {
+                    data: vec![i as u8; kind as usize],
+                    mode: FILE_MODES[kind as usize % FILE_MODES.len()],
+                },
+                6..=8 => Node::Dir {
+                    mode: DIR_MODES[kind as usize % DIR_MODES.len()],
+                },
+                _ => Node::Link {
+                    target: LINK_TARGETS[i % LINK_TARGETS.len()].to_vec(),
+                },
+            };
+            t.0.insert(p, node);
+        }
+        t
+    })
+}
+
+/// The scenario: tree, operations (each with "interpreted late"), the
+/// optimizer's full-sync threshold and the window's early-flush cap.
+fn scenario() -> impl Strategy<Value = (Tree, Vec<(Op, bool)>, usize, usize)> {
+    (
+        initial(),
+        prop::collection::vec((op(), prop::bool::weighted(0.25)), 1..40),
+        prop_oneof![3 => Just(DEFAULT_FULL_SYNC_THRESHOLD), 1 => 1usize..8],
+        prop_oneof![Just(100_000usize), 1usize..6],
+    )
+}
+
+fn run(start: Tree, ops: &[(Op, bool)], threshold: usize, cap: usize) -> Result<(), TestCaseError> {
+    let mut sim = Sim {
+        src: start.clone(),
+        dst: start.clone(),
+        raw: Vec::new(),
+        late: Vec::new(),
+        window: Aggregator::new(Duration::from_secs(3600), cap, threshold),
+        queue: Vec::new(),
+        threshold,
+        t0: Instant::now(),
+        counter: 0,
+    };
+    for (op, late) in ops {
+        sim.apply(op, *late).map_err(TestCaseError::fail)?;
+    }
+    sim.catch_up();
+    sim.commit();
+    sim.drain().map_err(TestCaseError::fail)?;
+    let src = &sim.src;
+
+    let mut raw_dst = start.clone();
+    for e in &sim.raw {
+        let one = classify_with(std::slice::from_ref(e), |p| src.stat(p)).unwrap();
+        let recursive = one[0].kind != Kind::Attrs;
+        rsync_run(src, &mut raw_dst, &[&one[0]], recursive).map_err(TestCaseError::fail)?;
+    }
+    prop_assert!(
+        raw_dst == *src,
+        "syncing each raw path does not mirror the source:\n{}",
+        src.diff(&raw_dst)
+    );
+
+    let mut opt_dst = start;
+    let merged = optimize(sim.raw.clone(), threshold);
+    sync(src, &mut opt_dst, &merged, threshold).map_err(TestCaseError::fail)?;
+    prop_assert!(
+        opt_dst == raw_dst,
+        "syncing the optimized set {merged:?} differs from syncing each raw path:\n{}",
+        src.diff(&opt_dst)
+    );
+    prop_assert!(
+        sim.dst == *src,
+        "the pipeline's mirror differs from the source:\n{}",
+        src.diff(&sim.dst)
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn optimized_changesets_sync_the_same_mirror_as_raw_paths(
+        (tree, ops, threshold, cap) in scenario()
+    ) {
+        run(tree, &ops, threshold, cap)?;
+    }
+}
+
+/// The rsync model itself, on a case worked by hand: a file that replaced
+/// a directory, a new dir with its content, a deletion, and an attrs-only
+/// change that must not descend.
+#[test]
+fn the_rsync_model_follows_the_file_level_strategy() {
+    let mut src = Tree::new();
+    let mut dst = Tree::new();
+    let file = |d: &[u8]| Node::File {
+        data: d.to_vec(),
+        mode: 0o644,
+    };
+    dst.0.insert(b"x".to_vec(), Node::Dir { mode: 0o755 });
+    dst.0.insert(b"x/old".to_vec(), file(b"o"));
+    dst.0.insert(b"gone".to_vec(), file(b"g"));
+    dst.0.insert(b"d".to_vec(), Node::Dir { mode: 0o755 });
+    dst.0.insert(b"d/keep".to_vec(), file(b"k"));
+    src.0.insert(b"x".to_vec(), file(b"now a file"));
+    src.0.insert(b"n".to_vec(), Node::Dir { mode: 0o700 });
+    src.0.insert(b"n/f".to_vec(), file(b"f"));
+    src.0.insert(b"d".to_vec(), Node::Dir { mode: 0o555 });
+    // d/keep changed in the source, but only d's mode was reported.
+    src.0.insert(b"d/keep".to_vec(), file(b"K"));
+    let raw = vec![
+        Entry::new(Kind::File, b"x/old".to_vec()),
+        Entry::new(Kind::Tree, b"n".to_vec()),
+        Entry::new(Kind::File, b"n/f".to_vec()),
+        Entry::new(Kind::Gone, b"gone".to_vec()),
+        Entry::new(Kind::Attrs, b"d".to_vec()),
+    ];
+    sync(&src, &mut dst, &optimize(raw, 10), 10).unwrap();
+    let mut want = src.clone();
+    want.0.insert(b"d/keep".to_vec(), file(b"k"));
+    assert_eq!(dst, want, "{}", want.diff(&dst));
+    // A path below a file in the source is refused, as by rsync's lstat.
+    let e = Entry::new(Kind::File, b"x/old".to_vec());
+    assert!(rsync_run(&src, &mut dst, &[&e], true).is_err());
+}
