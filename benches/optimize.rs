@@ -78,9 +78,54 @@ fn workload(n: usize) -> Vec<Entry> {
     v
 }
 
+/// The fastest of `runs` timings of `f` on fresh clones of `input`: on a
+/// shared machine the minimum is the figure least disturbed by others.
+fn fastest(input: &[Entry], runs: usize, mut f: impl FnMut(Vec<Entry>)) -> Duration {
+    (0..runs)
+        .map(|_| {
+            let v = input.to_vec();
+            let t = Instant::now();
+            f(v);
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+/// Prints the scaling check: the fastest of five runs at each size, per
+/// entry and per `entry * log2(n)` (flat for O(n log n)), next to a plain
+/// byte-order sort of the same entries as a reference.
+fn scaling(sizes: &[usize]) {
+    eprintln!(
+        "scaling (fastest of 5):      n    optimize   ns/entry  ns/(entry*log2 n)   byte sort"
+    );
+    for &n in sizes {
+        let input = workload(n);
+        let opt = fastest(&input, 5, |v| {
+            black_box(optimize(v, usize::MAX));
+        });
+        let sort = fastest(&input, 5, |mut v| {
+            v.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+            black_box(v);
+        });
+        let per = opt.as_secs_f64() * 1e9 / n as f64;
+        eprintln!(
+            "scaling (fastest of 5): {n:>8} {:>9.2} ms {per:>9.0} {:>18.1} {:>9.2} ms",
+            opt.as_secs_f64() * 1e3,
+            per / (n as f64).log2(),
+            sort.as_secs_f64() * 1e3
+        );
+    }
+}
+
 fn bench_optimize(c: &mut Criterion) {
+    let sizes = [10_000usize, 100_000, 1_000_000];
+    // `cargo test --benches` passes --test: only check that benches run.
+    if !std::env::args().any(|a| a == "--test") {
+        scaling(&sizes);
+    }
     let mut g = c.benchmark_group("optimize");
-    for n in [10_000usize, 100_000, 1_000_000] {
+    for n in sizes {
         let input = workload(n);
         let kept = optimize(input.clone(), usize::MAX).len();
         eprintln!("optimize/{n}: {n} raw entries -> {kept} kept");
