@@ -105,9 +105,24 @@ impl Aggregator {
         }
         if self.entries.len() > self.cap {
             self.compact();
-            return self.entries.len() > self.cap;
+            // Held files do not count: they cannot be committed yet, and
+            // counting them would leave a window of more open files than
+            // the cap due again right after every commit (found by the
+            // `optimize` fuzz target).
+            let ready = self.entries.iter().filter(|e| !self.is_held(e, now));
+            return ready.count() > self.cap;
         }
         false
+    }
+
+    /// Whether `e` is held back at `now`: a file still open for writing,
+    /// for less than `hold` so far.
+    fn is_held(&self, e: &Entry, now: Instant) -> bool {
+        e.kind == Kind::File
+            && self
+                .open
+                .get(&e.path)
+                .is_some_and(|since| now.saturating_duration_since(*since) < self.hold)
     }
 
     /// The optimized changeset of the window, without the files still open
@@ -118,12 +133,7 @@ impl Aggregator {
         let mut ready = Vec::with_capacity(self.entries.len());
         self.held.clear();
         for e in &self.entries {
-            let held = e.kind == Kind::File
-                && self
-                    .open
-                    .get(&e.path)
-                    .is_some_and(|since| now.saturating_duration_since(*since) < self.hold);
-            if held {
+            if self.is_held(e, now) {
                 self.held.push(e.clone());
             } else {
                 ready.push(e.clone());
@@ -213,6 +223,26 @@ mod tests {
             a.add(f(&format!("f{i}")), t0);
         }
         assert!(a.due(t0));
+    }
+
+    #[test]
+    fn files_held_open_do_not_count_against_the_cap() {
+        let t0 = Instant::now();
+        let mut a = agg(60, 2);
+        for p in ["a", "b", "c"] {
+            a.writing(p.as_bytes(), t0);
+            a.add(f(p), t0);
+        }
+        assert!(!a.due(t0), "nothing in the window can be committed yet");
+        a.add(f("x"), t0);
+        a.add(f("y"), t0);
+        assert!(!a.due(t0), "two ready entries are within the cap");
+        a.add(f("z"), t0);
+        assert!(a.due(t0));
+        assert_eq!(a.changeset(1, t0).entries, vec![f("x"), f("y"), f("z")]);
+        a.clear(t0);
+        assert_eq!(a.len(), 3, "the open files stay in the window");
+        assert!(!a.due(t0), "not due again right after the commit");
     }
 
     #[test]
