@@ -8,14 +8,20 @@
 //! entries (each with the strongest kind its path had) unless it collapsed
 //! to one full sync past the threshold, and that loses no coverage: every
 //! valid input path is listed with at least its kind, or lies below an
-//! output entry whose kind covers its subtree. The `Aggregator` fed the same
-//! entries, with an early-flush cap that makes it compact and flush as it
-//! goes, must produce changesets that together cover the same paths, and,
-//! when none of them is a full sync, optimize to exactly the same set.
+//! output entry whose kind covers its subtree.
+//!
+//! The `Aggregator` fed the same entries, interleaved with files opened and
+//! closed for writing and with windows closing, with an early-flush cap
+//! that makes it compact and flush as it goes, must never ship a file that
+//! is still open (the hold is longer than the run), must not be due again
+//! right after a commit when nothing changed, and, once every file is
+//! closed, must have shipped changesets that together cover the same
+//! paths and, when none of them is a full sync, optimize to exactly the
+//! same set.
 
 #![no_main]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
@@ -31,7 +37,19 @@ struct Input {
     threshold: u8,
     /// The aggregator's early-flush cap.
     cap: u8,
-    entries: Vec<RawEntry>,
+    steps: Vec<Step>,
+}
+
+/// What the main loop hands the window.
+#[derive(Arbitrary, Debug)]
+enum Step {
+    Add(RawEntry),
+    /// A file created or written (`Change::Writing`).
+    Writing(PathIn),
+    /// A file closed after writing, renamed or removed (`Change::Closed`).
+    Closed(PathIn),
+    /// The window's time is up.
+    Commit,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -168,9 +186,12 @@ fuzz_target!(|input: Input| {
         (input.threshold - 128) as usize
     };
     let entries: Vec<Entry> = input
-        .entries
+        .steps
         .iter()
-        .map(|r| Entry::new(kind_of(r.kind), path_of(&r.path)))
+        .filter_map(|s| match s {
+            Step::Add(r) => Some(Entry::new(kind_of(r.kind), path_of(&r.path))),
+            _ => None,
+        })
         .collect();
     let valid: Vec<&Entry> = entries.iter().filter(|e| valid_path(&e.path)).collect();
 
@@ -206,25 +227,52 @@ fuzz_target!(|input: Input| {
         assert!(covered(&idx, e), "lost {e:?} in {out:?}");
     }
 
-    // The aggregation window, flushing early past a small cap.
+    // The aggregation window, flushing early past a small cap. Time stands
+    // still, so only closing a file releases it.
     let t0 = Instant::now();
-    let mut agg = Aggregator::new(Duration::from_secs(3600), input.cap as usize, threshold);
-    let mut sets = Vec::new();
-    for e in &entries {
-        agg.add(e.clone(), t0);
+    let hold = Duration::from_secs(3600);
+    let mut agg = Aggregator::new(hold, input.cap as usize, threshold, hold);
+    let mut open: HashSet<Vec<u8>> = HashSet::new();
+    let mut sets: Vec<Vec<Entry>> = Vec::new();
+    let mut commit = |agg: &mut Aggregator, open: &HashSet<Vec<u8>>| {
+        let cs = agg.changeset(1, t0);
+        assert!(is_canonical(&cs.entries), "window not canonical: {cs:?}");
+        for e in &cs.entries {
+            let shipped_open = e.kind == Kind::File && open.contains(&e.path);
+            assert!(!shipped_open, "shipped a file still open: {e:?}");
+        }
+        sets.push(cs.entries);
+        agg.clear(t0);
+    };
+    let mut entries_iter = entries.iter();
+    for step in &input.steps {
+        match step {
+            Step::Add(_) => agg.add(entries_iter.next().expect("one per Add").clone(), t0),
+            Step::Writing(p) => {
+                let p = path_of(p);
+                agg.writing(&p, t0);
+                open.insert(p);
+            }
+            Step::Closed(p) => {
+                let p = path_of(p);
+                agg.closed(&p);
+                open.remove(&p);
+            }
+            Step::Commit => commit(&mut agg, &open),
+        }
         if agg.due(t0) {
-            sets.push(agg.changeset(1).entries);
-            agg.clear();
+            commit(&mut agg, &open);
+            assert!(!agg.due(t0), "due again right after a commit");
         }
     }
-    if !agg.is_empty() {
-        sets.push(agg.changeset(1).entries);
-        agg.clear();
+    for p in open.drain() {
+        agg.closed(&p);
     }
-    assert!(agg.is_empty() && !agg.due(t0));
-    for s in &sets {
-        assert!(is_canonical(s), "window not canonical: {s:?}");
-    }
+    commit(&mut agg, &open);
+    assert!(
+        agg.is_empty() && !agg.due(t0),
+        "entries left after closing all"
+    );
     let all: Vec<Entry> = sets.concat();
     let idx = index(&all);
     for e in &valid {
