@@ -166,11 +166,12 @@ fn bench_aggregator(c: &mut Criterion) {
             || events.clone(),
             |events| {
                 let now = Instant::now();
-                let mut a = Aggregator::new(Duration::from_secs(60), usize::MAX, usize::MAX);
+                let (delay, hold) = (Duration::from_secs(60), Duration::from_secs(60));
+                let mut a = Aggregator::new(delay, usize::MAX, usize::MAX, hold);
                 for e in events {
                     a.add(e, now);
                 }
-                black_box(a.changeset(0))
+                black_box(a.changeset(0, now))
             },
             BatchSize::LargeInput,
         )

@@ -3,15 +3,18 @@
 //!
 //! proptest builds a random source tree (tricky byte names, files, dirs,
 //! symlinks) and a random sequence of operations on it: create, write,
-//! same-size rewrite, rename of files and dirs (inside, out of, into and
-//! over), delete (`rm -rf` for dirs), `mkdir -p` with contents, symlinks,
-//! chmod, closing the aggregation window and letting the worker drain the
-//! queue. Each operation yields the raw entries the watcher would produce,
-//! by `syncd::watch`'s rules: a write is `File`, a new dir `Tree`, a removal
-//! or move-from `Gone`, a move-to `Tree` or `File` by what the path is when
-//! the event is interpreted (sometimes only later, as when the main loop
-//! lags), chmod on a dir `Attrs` (on the root always). Files made inside a
-//! brand-new directory may or may not be reported, as with real inotify.
+//! same-size rewrite, a file left open for writing and closed later,
+//! rename of files and dirs (inside, out of, into and over), delete (`rm
+//! -rf` for dirs), `mkdir -p` with contents, symlinks, chmod, closing the
+//! aggregation window and letting the worker drain the queue. Each
+//! operation yields what the watcher would hand the main loop, by
+//! `syncd::watch`'s rules: a write is `File` (and marks the file open for
+//! writing until its close, rename or removal, so the window holds it
+//! back), a new dir `Tree`, a removal or move-from `Gone`, a move-to `Tree`
+//! or `File` by what the path is when the event is interpreted (sometimes
+//! only later, as when the main loop lags), chmod on a dir `Attrs` (on the
+//! root always). Files made inside a brand-new directory may or may not be
+//! reported, as with real inotify.
 //!
 //! A model of rsync's file-level semantics (`-R --files-from
 //! --delete-missing-args --force`, with `-r --delete` for the main run and
@@ -68,6 +71,9 @@ const NAMES: &[Name] = &[
     b"a\\b",
 ];
 const LINK_TARGETS: &[&[u8]] = &[b"a", b"../../etc", b"/abs/target", b"d/\xff\n", b"."];
+/// The window's delay and the hold of open files: longer than any case, as
+/// the model's time stands still.
+const HOUR: Duration = Duration::from_secs(3600);
 const DIR_MODES: &[u32] = &[0o755, 0o700, 0o750, 0o555];
 const FILE_MODES: &[u32] = &[0o644, 0o600, 0o755, 0o444];
 
@@ -252,8 +258,12 @@ fn sync(src: &Tree, dst: &mut Tree, entries: &[Entry], threshold: usize) -> Resu
 /// A raw watcher event on a path, before it is interpreted.
 #[derive(Debug, Clone, Copy)]
 enum Ev {
-    /// Create(File) (also a new symlink), Modify(Data), Close(Write).
-    Written,
+    /// Create(File), also of a symlink.
+    Created,
+    /// Modify(Data).
+    Modified,
+    /// Access(Close(Write)).
+    CloseWrite,
     /// Create(Folder).
     Mkdir,
     /// Remove, Name(From) (moved away or renamed).
@@ -264,22 +274,45 @@ enum Ev {
     Chmod,
 }
 
+/// A new file: created, written, closed.
+const NEW_FILE: &[Ev] = &[Ev::Created, Ev::Modified, Ev::CloseWrite];
+/// An existing file written and closed.
+const REWRITTEN: &[Ev] = &[Ev::Modified, Ev::CloseWrite];
+
+/// What the main loop does with an interpreted event.
+enum Act {
+    Writing(Vec<u8>),
+    Closed(Vec<u8>),
+    Entry(Entry),
+}
+
 /// `watch::interpret`'s rules, with the model standing in for `lstat`.
-fn interpret(src: &Tree, p: &[u8], ev: Ev) -> Entry {
+fn interpret(src: &Tree, p: &[u8], ev: Ev) -> Vec<Act> {
     let on_disk = |if_dir: Kind, otherwise: Kind| match src.get(p) {
         None => Kind::Gone,
         Some(Node::Dir { .. }) => if_dir,
         Some(_) => otherwise,
     };
+    let mut out = Vec::new();
+    match ev {
+        // Only a regular file is being written (not a new symlink).
+        Ev::Created if matches!(src.get(p), Some(Node::File { .. })) => {
+            out.push(Act::Writing(p.to_vec()))
+        }
+        Ev::Modified => out.push(Act::Writing(p.to_vec())),
+        Ev::CloseWrite | Ev::Removed | Ev::MovedTo => out.push(Act::Closed(p.to_vec())),
+        _ => {}
+    }
     let kind = match ev {
-        Ev::Written => Kind::File,
+        Ev::Created | Ev::Modified | Ev::CloseWrite => Kind::File,
         Ev::Mkdir => Kind::Tree,
         Ev::Removed => Kind::Gone,
         Ev::MovedTo => on_disk(Kind::Tree, Kind::File),
         Ev::Chmod if p.is_empty() => Kind::Attrs,
         Ev::Chmod => on_disk(Kind::Attrs, Kind::File),
     };
-    Entry::new(kind, p)
+    out.push(Act::Entry(Entry::new(kind, p)));
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -302,6 +335,16 @@ enum Op {
     },
     /// Same size, different bytes (the rewrite lsyncd misses).
     Rewrite {
+        file: Index,
+    },
+    /// Create or write a file and keep it open for writing.
+    Open {
+        dir: Index,
+        name: Name,
+        len: u8,
+    },
+    /// Close one of the files left open.
+    Close {
         file: Index,
     },
     Rename {
@@ -347,36 +390,74 @@ struct Sim {
     /// The pipeline's destination.
     dst: Tree,
     raw: Vec<Entry>,
-    /// Events whose interpretation lags behind (read from the channel later).
-    late: Vec<(Vec<u8>, Ev)>,
+    /// Events sent but not read yet by the main loop: after an operation
+    /// marked "late" they wait, and are interpreted (in order, with `lstat`
+    /// then) only after later operations changed the tree again.
+    channel: Vec<(Vec<u8>, Ev)>,
     window: Aggregator,
     /// Committed changesets, as bytes, as in the store.
     queue: Vec<Vec<u8>>,
+    /// Files some writer still has open, by their current path.
+    open: Vec<Vec<u8>>,
+    /// Files the watcher saw written and not yet closed (it cannot tell
+    /// two writers of one file apart: the first close counts).
+    writing: Vec<Vec<u8>>,
     threshold: usize,
     t0: Instant,
     counter: u8,
 }
 
 impl Sim {
-    fn emit(&mut self, p: &[u8], ev: Ev, late: bool) {
-        if late {
-            self.late.push((p.to_vec(), ev));
-        } else {
-            self.interpret(p, ev);
+    /// Sends an event down the channel; the main loop reads it, in order,
+    /// at the next [`Sim::catch_up`].
+    fn emit(&mut self, p: &[u8], ev: Ev) {
+        self.channel.push((p.to_vec(), ev));
+    }
+
+    fn emit_all(&mut self, p: &[u8], evs: &[Ev]) {
+        for ev in evs {
+            self.emit(p, *ev);
         }
     }
 
     fn interpret(&mut self, p: &[u8], ev: Ev) {
-        let e = interpret(&self.src, p, ev);
-        self.raw.push(e.clone());
-        self.window.add(e, self.t0);
+        for act in interpret(&self.src, p, ev) {
+            match act {
+                Act::Writing(p) => {
+                    self.window.writing(&p, self.t0);
+                    self.writing.push(p);
+                }
+                Act::Closed(p) => {
+                    self.window.closed(&p);
+                    self.writing.retain(|q| *q != p);
+                }
+                Act::Entry(e) => {
+                    self.raw.push(e.clone());
+                    self.window.add(e, self.t0);
+                }
+            }
+        }
         if self.window.due(self.t0) {
             self.commit();
         }
     }
 
+    /// Files left open at or below `from` now live below `to` (`None`:
+    /// they left the tree, or were replaced).
+    fn move_open(&mut self, from: &[u8], to: Option<&[u8]>) {
+        let mut kept = Vec::new();
+        for q in std::mem::take(&mut self.open) {
+            if !at_or_below(&q, from) {
+                kept.push(q);
+            } else if let Some(to) = to {
+                kept.push([to, &q[from.len()..]].concat());
+            }
+        }
+        self.open = kept;
+    }
+
     fn catch_up(&mut self) {
-        for (p, ev) in std::mem::take(&mut self.late) {
+        for (p, ev) in std::mem::take(&mut self.channel) {
             self.interpret(&p, ev);
         }
     }
@@ -385,9 +466,15 @@ impl Sim {
         if self.window.is_empty() {
             return;
         }
-        let cs = self.window.changeset(self.queue.len() as u64);
+        let cs = self.window.changeset(self.queue.len() as u64, self.t0);
+        for e in &cs.entries {
+            // Time stands still and the hold is an hour: a file being
+            // written only ever goes out as part of a directory above it.
+            let open = e.kind == Kind::File && self.writing.contains(&e.path);
+            assert!(!open, "shipped {} while it is open", escape(&e.path));
+        }
         self.queue.push(record::encode_changeset(&cs));
-        self.window.clear();
+        self.window.clear(self.t0);
     }
 
     fn drain(&mut self) -> Result<(), String> {
@@ -405,28 +492,70 @@ impl Sim {
         (0..len).map(|i| self.counter.wrapping_add(i)).collect()
     }
 
+    /// Applies `op` to the source; unless `late`, the main loop then reads
+    /// every event sent so far.
     fn apply(&mut self, op: &Op, late: bool) -> Result<(), String> {
+        self.change(op)?;
+        if !late {
+            self.catch_up();
+        }
+        Ok(())
+    }
+
+    fn change(&mut self, op: &Op) -> Result<(), String> {
         match op {
             Op::Create { dir, name, len } => {
                 let p = join(&index(&self.src.dirs(), dir), name);
-                match self.src.get(&p) {
+                let evs = match self.src.get(&p) {
                     None => {
                         let data = self.content(*len);
                         self.src
                             .0
                             .insert(p.clone(), Node::File { data, mode: 0o644 });
+                        NEW_FILE
                     }
-                    Some(Node::File { .. }) => self.overwrite(&p, *len),
+                    Some(Node::File { .. }) => {
+                        self.overwrite(&p, *len);
+                        REWRITTEN
+                    }
                     Some(_) => return Ok(()),
+                };
+                self.emit_all(&p, evs);
+            }
+            Op::Open { dir, name, len } => {
+                let p = join(&index(&self.src.dirs(), dir), name);
+                let evs = match self.src.get(&p) {
+                    None => {
+                        let data = self.content(*len);
+                        self.src
+                            .0
+                            .insert(p.clone(), Node::File { data, mode: 0o644 });
+                        &[Ev::Created, Ev::Modified][..]
+                    }
+                    Some(Node::File { .. }) => {
+                        self.overwrite(&p, *len);
+                        &[Ev::Modified][..]
+                    }
+                    Some(_) => return Ok(()),
+                };
+                self.emit_all(&p, evs);
+                if !self.open.contains(&p) {
+                    self.open.push(p);
                 }
-                self.emit(&p, Ev::Written, late);
+            }
+            Op::Close { file } => {
+                let Some(p) = pick(&self.open, file) else {
+                    return Ok(());
+                };
+                self.open.retain(|q| *q != p);
+                self.emit(&p, Ev::CloseWrite);
             }
             Op::Write { file, len } => {
                 let Some(p) = pick(&self.src.files(), file) else {
                     return Ok(());
                 };
                 self.overwrite(&p, *len);
-                self.emit(&p, Ev::Written, late);
+                self.emit_all(&p, REWRITTEN);
             }
             Op::Rewrite { file } => {
                 let Some(p) = pick(&self.src.files(), file) else {
@@ -435,7 +564,7 @@ impl Sim {
                 if let Some(Node::File { data, .. }) = self.src.0.get_mut(&p) {
                     data.iter_mut().for_each(|b| *b = b.wrapping_add(1));
                 }
-                self.emit(&p, Ev::Written, late);
+                self.emit_all(&p, REWRITTEN);
             }
             Op::Rename { from, dir, name } => {
                 let Some(f) = pick(&self.src.nodes(), from) else {
@@ -449,18 +578,21 @@ impl Sim {
                 }
                 let moved = self.src.remove_subtree(&f);
                 self.src.remove_subtree(&to);
+                self.move_open(&to, None);
+                self.move_open(&f, Some(&to));
                 for (q, n) in moved {
                     self.src.0.insert([&to[..], &q[f.len()..]].concat(), n);
                 }
-                self.emit(&f, Ev::Removed, late);
-                self.emit(&to, Ev::MovedTo, late);
+                self.emit(&f, Ev::Removed);
+                self.emit(&to, Ev::MovedTo);
             }
             Op::MoveOut { node } => {
                 let Some(p) = pick(&self.src.nodes(), node) else {
                     return Ok(());
                 };
                 self.src.remove_subtree(&p);
-                self.emit(&p, Ev::Removed, late);
+                self.move_open(&p, None);
+                self.emit(&p, Ev::Removed);
             }
             Op::MoveIn { dir, name, shape } => {
                 let to = join(&index(&self.src.dirs(), dir), name);
@@ -469,8 +601,9 @@ impl Sim {
                     return Ok(());
                 }
                 self.src.remove_subtree(&to);
+                self.move_open(&to, None);
                 self.build(&to, shape);
-                self.emit(&to, Ev::MovedTo, late);
+                self.emit(&to, Ev::MovedTo);
             }
             Op::Delete { node } => {
                 let Some(p) = pick(&self.src.nodes(), node) else {
@@ -483,9 +616,10 @@ impl Sim {
                     .into_iter()
                     .map(|(q, _)| q)
                     .collect();
+                self.move_open(&p, None);
                 gone.sort_by_key(|q| std::cmp::Reverse(q.iter().filter(|&&b| b == b'/').count()));
                 for q in gone {
-                    self.emit(&q, Ev::Removed, late);
+                    self.emit(&q, Ev::Removed);
                 }
             }
             Op::MkdirP {
@@ -493,7 +627,7 @@ impl Sim {
                 chain,
                 files,
                 seen,
-            } => self.mkdir_p(dir, chain, files, seen, late),
+            } => self.mkdir_p(dir, chain, files, seen),
             Op::Symlink { dir, name, target } => {
                 let p = join(&index(&self.src.dirs(), dir), name);
                 if self.src.get(&p).is_some() {
@@ -501,7 +635,7 @@ impl Sim {
                 }
                 let target = target.to_vec();
                 self.src.0.insert(p.clone(), Node::Link { target });
-                self.emit(&p, Ev::Written, late);
+                self.emit(&p, Ev::Created);
             }
             Op::Chmod { node, mode } => {
                 let all = self.src.paths(|_, n| !matches!(n, Node::Link { .. }));
@@ -511,7 +645,7 @@ impl Sim {
                     Some(Node::File { mode: m, .. }) => *m = *mode.get(FILE_MODES),
                     _ => return Ok(()),
                 }
-                self.emit(&p, Ev::Chmod, late);
+                self.emit(&p, Ev::Chmod);
             }
             Op::Window => {
                 self.catch_up();
@@ -541,6 +675,9 @@ impl Sim {
                 self.src.0.insert(at.to_vec(), Node::Dir { mode: 0o750 });
                 for (name, sub) in children {
                     let p = join(at, name);
+                    if self.src.get(&p).is_some() {
+                        continue; // a name given twice
+                    }
                     match sub {
                         None => self.build(&p, &Shape::File(3)),
                         Some(files) => {
@@ -557,18 +694,18 @@ impl Sim {
     /// whose parent existed before is always reported; one inside a dir
     /// made by this operation only when `seen` says so (the race of a new
     /// directory with its inotify watch).
-    fn mkdir_p(&mut self, dir: &Index, chain: &[Name], files: &[Name], seen: &[bool], late: bool) {
+    fn mkdir_p(&mut self, dir: &Index, chain: &[Name], files: &[Name], seen: &[bool]) {
         let mut cur = index(&self.src.dirs(), dir);
         let mut cur_is_new = false;
-        let mut made: Vec<(Vec<u8>, Ev, bool)> = Vec::new();
+        let mut made: Vec<(Vec<u8>, &[Ev], bool)> = Vec::new();
         for name in chain {
             let next = join(&cur, name);
             match self.src.get(&next) {
                 Some(Node::Dir { .. }) => {}
-                Some(_) => return self.report(made, seen, late), // mkdir -p fails here
+                Some(_) => return self.report(made, seen), // mkdir -p fails here
                 None => {
                     self.src.0.insert(next.clone(), Node::Dir { mode: 0o755 });
-                    made.push((next.clone(), Ev::Mkdir, cur_is_new));
+                    made.push((next.clone(), &[Ev::Mkdir], cur_is_new));
                     cur_is_new = true;
                 }
             }
@@ -576,25 +713,29 @@ impl Sim {
         }
         for name in files {
             let p = join(&cur, name);
-            match self.src.get(&p) {
+            let evs = match self.src.get(&p) {
                 None => {
                     let data = self.content(5);
                     self.src
                         .0
                         .insert(p.clone(), Node::File { data, mode: 0o644 });
+                    NEW_FILE
                 }
-                Some(Node::File { .. }) => self.overwrite(&p, 5),
+                Some(Node::File { .. }) => {
+                    self.overwrite(&p, 5);
+                    REWRITTEN
+                }
                 Some(_) => continue,
-            }
-            made.push((p, Ev::Written, cur_is_new));
+            };
+            made.push((p, evs, cur_is_new));
         }
-        self.report(made, seen, late)
+        self.report(made, seen)
     }
 
-    fn report(&mut self, made: Vec<(Vec<u8>, Ev, bool)>, seen: &[bool], late: bool) {
-        for (i, (p, ev, in_new_dir)) in made.into_iter().enumerate() {
+    fn report(&mut self, made: Vec<(Vec<u8>, &[Ev], bool)>, seen: &[bool]) {
+        for (i, (p, evs, in_new_dir)) in made.into_iter().enumerate() {
             if !in_new_dir || seen[i % seen.len()] {
-                self.emit(&p, ev, late);
+                self.emit_all(&p, evs);
             }
         }
     }
@@ -632,6 +773,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (i(), name(), 0u8..8).prop_map(|(dir, name, len)| Op::Create { dir, name, len }),
         3 => (i(), 0u8..8).prop_map(|(file, len)| Op::Write { file, len }),
         2 => i().prop_map(|file| Op::Rewrite { file }),
+        2 => (i(), name(), 0u8..8).prop_map(|(dir, name, len)| Op::Open { dir, name, len }),
+        2 => i().prop_map(|file| Op::Close { file }),
         4 => (i(), i(), name()).prop_map(|(from, dir, name)| Op::Rename { from, dir, name }),
         1 => i().prop_map(|node| Op::MoveOut { node }),
         2 => (i(), name(), shape()).prop_map(|(dir, name, shape)| Op::MoveIn { dir, name, shape }),
@@ -694,15 +837,21 @@ fn run(start: Tree, ops: &[(Op, bool)], threshold: usize, cap: usize) -> Result<
         src: start.clone(),
         dst: start.clone(),
         raw: Vec::new(),
-        late: Vec::new(),
-        window: Aggregator::new(Duration::from_secs(3600), cap, threshold),
+        channel: Vec::new(),
+        window: Aggregator::new(HOUR, cap, threshold, HOUR),
         queue: Vec::new(),
+        open: Vec::new(),
+        writing: Vec::new(),
         threshold,
         t0: Instant::now(),
         counter: 0,
     };
     for (op, late) in ops {
         sim.apply(op, *late).map_err(TestCaseError::fail)?;
+    }
+    // Every writer closes its file in the end.
+    for p in std::mem::take(&mut sim.open) {
+        sim.emit(&p, Ev::CloseWrite);
     }
     sim.catch_up();
     sim.commit();
