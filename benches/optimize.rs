@@ -10,12 +10,13 @@
 //! in the tree. Paths are deterministic (a fixed-seed xorshift), so every
 //! run measures the same input.
 //!
-//! Run: `cargo bench --bench optimize` (BENCHMARKS.md has the figures).
+//! Run: `cargo bench --bench optimize` (BENCHMARKS.md has the figures and
+//! the instruction counts of `SYNCD_OPTIMIZE_ONCE`, see `main`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BatchSize, BenchmarkId, Criterion, Throughput};
 use syncd::aggregate::Aggregator;
 use syncd::changeset::{Entry, Kind};
 use syncd::optimize::optimize;
@@ -180,4 +181,21 @@ fn bench_aggregator(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench_optimize, bench_aggregator);
-criterion_main!(benches);
+
+/// `criterion_main!`, plus a mode for counting instructions: with
+/// `SYNCD_OPTIMIZE_ONCE=N`, optimize one workload of N entries once and
+/// exit, e.g. under `valgrind --tool=callgrind
+/// --toggle-collect='*optimize::optimize*'`, whose counts do not depend on
+/// what else the machine is doing.
+fn main() {
+    if let Some(n) = std::env::var("SYNCD_OPTIMIZE_ONCE")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        let kept = optimize(workload(n), usize::MAX).len();
+        println!("optimized {n} entries -> {kept}");
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
