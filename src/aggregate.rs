@@ -75,7 +75,12 @@ impl Aggregator {
     /// Notes that `path` is no longer being written (closed after writing,
     /// renamed or removed).
     pub fn closed(&mut self, path: &[u8]) {
-        self.open.remove(path);
+        if self.open.remove(path).is_none() && !self.open.is_empty() {
+            // A directory renamed or removed takes the files open below it
+            // along; their closes come under the new path, if at all.
+            self.open
+                .retain(|p, _| !crate::changeset::is_below(p, path));
+        }
     }
 
     fn compact(&mut self) {
@@ -103,7 +108,11 @@ impl Aggregator {
         if self.deadline().is_some_and(|d| now >= d) {
             return true;
         }
-        if self.entries.len() > self.cap {
+        // Compact again only once the window grew by an eighth of the cap
+        // since the last compaction: a window that stays just under the
+        // cap would otherwise re-optimize tens of thousands of entries for
+        // every event.
+        if self.entries.len() > self.cap && self.entries.len() > self.compacted + self.cap / 8 {
             self.compact();
             // Held files do not count: they cannot be committed yet, and
             // counting them would leave a window of more open files than

@@ -276,9 +276,11 @@ fn a_backlog_of_a_thousand_changesets_drains_in_at_most_two_runs() {
     let w = wrapper.to_str().unwrap();
     let d = dir.start_synced("0", &["--rsync", w]);
     let guard = Immutable::new(&dir.dst());
-    for i in 0..1000 {
+    // Each write is its own window (delay 0) unless two writes meet in one
+    // turn of the main loop; 1,200 of them make at least 1,000 windows.
+    for i in 0..1200 {
         dir.write(format!("b{}/f{i}", i % 10), format!("{i}"));
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(3));
     }
     std::thread::sleep(Duration::from_millis(500));
     assert!(d.stop().success());
