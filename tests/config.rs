@@ -40,11 +40,7 @@ fn a_daemon_runs_from_the_config_file_alone() {
     d.wait_log("watching", T);
     d.wait_log("destination primary", T);
     let skip = |p: &[u8]| p.ends_with(b".tmp");
-    let t = std::time::Instant::now();
-    while !mirror_diff_except(&dir.src(), &dir.dst(), skip).is_empty() {
-        assert!(t.elapsed() < T);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_mirror_except(&dir.src(), &dir.dst(), skip, T);
     assert!(!dir.dst().join("skip.tmp").exists());
     // queue inspect finds the state directory through the file too, here
     // through SYNCD_CONFIG.

@@ -325,7 +325,9 @@ fn a_usage_error_moves_changesets_to_dead_letters_without_blocking_the_queue() {
     d.wait_log("moved to dead letters", T);
     fs::remove_file(&flag).unwrap();
     dir.write("behind", "2");
-    wait_until(T, || dir.dst().join("behind").exists());
+    wait_until("the changeset behind the dead one synced", T, || {
+        dir.dst().join("behind").exists()
+    });
     assert!(!dir.dst().join("doomed").exists());
     assert!(d.stop().success());
     let ins = inspect(&dir.state());
@@ -338,14 +340,6 @@ fn a_usage_error_moves_changesets_to_dead_letters_without_blocking_the_queue() {
             .contains("exited with 1"),
         "{ins}"
     );
-}
-
-fn wait_until(within: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < within, "condition not met within {within:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Runs a daemon until a few changes are queued for an unwritable

@@ -77,17 +77,6 @@ fn wait_count(d: &Daemon, needle: &str, n: usize, within: Duration) {
     }
 }
 
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < within,
-            "{what} did not happen within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Waits for an exact mirror and for the run that made it to be
 /// acknowledged (`synced` is the count of "] synced" before the change),
 /// so the next fault meets an idle destination.
@@ -262,10 +251,10 @@ fn survives_every_fault(ssh: bool) {
     let before = count(&d, QUEUED);
     proxy.fault_after(20 * MIB, Mode::Refuse);
     write_big(&dir, "big", 50 * MIB, 1);
-    wait_for("the cut", T, || proxy.cuts() == 1);
+    wait_until("the cut", T, || proxy.cuts() == 1);
     wait_count(&d, QUEUED, before + 1, T);
     let part = dir.dst().join(".syncd-partial/big");
-    wait_for("the partial file", T, || {
+    wait_until("the partial file", T, || {
         fs::metadata(&part).is_ok_and(|m| m.len() > 0)
     });
     let kept = fs::metadata(&part).unwrap().len();
@@ -305,7 +294,7 @@ fn survives_every_fault(ssh: bool) {
     proxy.fault_after(2 * MIB, Mode::Freeze);
     write_big(&dir, "frozen", 20 * MIB, 2);
     dir.write("frozen-small", "s");
-    wait_for("the freeze", T, || proxy.cuts() == 2);
+    wait_until("the freeze", T, || proxy.cuts() == 2);
     wait_count(&d, QUEUED, before + 1, T);
     // The server side of a frozen run does not give up by itself: its
     // keep-alives still fit into the socket buffer, which rsync counts as
@@ -313,7 +302,7 @@ fn survives_every_fault(ssh: bool) {
     // connections are reset, the server side saves its partial file and
     // exits, then the link comes back.
     proxy.set(Mode::Refuse);
-    wait_for("the remote rsync to exit", T, || {
+    wait_until("the remote rsync to exit", T, || {
         procs::receivers(server.pid()).is_empty()
     });
     let synced = count(&d, "] synced");
@@ -411,7 +400,7 @@ fn the_watchdog_ends_a_run_a_half_frozen_peer_keeps_alive() {
     write_big(&dir, "big", 10 * MIB, 3);
     // Stop only the remote receiver: its generator keeps the link alive.
     let mut stopped = Vec::new();
-    wait_for("the remote receiver", T, || {
+    wait_until("the remote receiver", T, || {
         stopped = procs::receivers(sshd.pid());
         !stopped.is_empty()
     });
@@ -427,7 +416,7 @@ fn the_watchdog_ends_a_run_a_half_frozen_peer_keeps_alive() {
     for &p in &stopped {
         procs::signal(p, libc::SIGCONT);
     }
-    wait_for("the old receiver to exit", T, || {
+    wait_until("the old receiver to exit", T, || {
         stopped
             .iter()
             .all(|p| !Path::new(&format!("/proc/{p}")).exists())

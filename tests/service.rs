@@ -241,11 +241,7 @@ fn metrics_textfile_is_written_for_node_exporter() {
     let file = dir.root.join("syncd.prom");
     let f = file.to_str().unwrap().to_string();
     let d = dir.start_synced("0.2", &["--metrics-textfile", &f]);
-    let t = std::time::Instant::now();
-    while !file.exists() {
-        assert!(t.elapsed() < T);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the textfile written", T, || file.exists());
     assert!(d.stop().success());
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(

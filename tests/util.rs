@@ -374,6 +374,33 @@ pub fn wait_mirror(src: &Path, dst: &Path, within: Duration) {
     }
 }
 
+/// Polls `f` every 20 ms until it holds; panics naming `what` after
+/// `within`.
+pub fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until `dst` mirrors `src` except for the paths `skip` names (the
+/// excluded ones); panics with the differences.
+pub fn wait_mirror_except(src: &Path, dst: &Path, skip: impl Fn(&[u8]) -> bool, within: Duration) {
+    let t = Instant::now();
+    loop {
+        let diff = mirror_diff_except(src, dst, &skip);
+        if diff.is_empty() {
+            return;
+        }
+        assert!(
+            t.elapsed() < within,
+            "no mirror within {within:?}: {diff:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Asserts the mirror stays different for `d`, e.g. while a destination is
 /// unwritable; returns the differences seen at the end.
 pub fn still_differs(src: &Path, dst: &Path, d: Duration) -> Vec<String> {

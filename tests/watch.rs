@@ -118,11 +118,9 @@ fn out_of_watches_at_run_time_is_logged_and_new_directories_still_reach_the_mirr
     let log = dir.root.join("limit.log");
     let mut child = unshared(12, &dir.run_args("0.3"), &log);
     let read = || fs::read_to_string(&log).unwrap_or_default();
-    let t = std::time::Instant::now();
-    while !read().contains("watching") {
-        assert!(t.elapsed() < T, "{}", read());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("syncd watching in the namespace", T, || {
+        read().contains("watching")
+    });
     for i in 0..30 {
         dir.write(format!("n{i}/f"), "x");
     }
@@ -224,11 +222,9 @@ fn a_file_still_being_written_is_held_until_its_writer_closes_it() {
     f.write_all(&[b'a'; 100_000]).unwrap();
     f.flush().unwrap();
     dir.write("done", "x");
-    let t = std::time::Instant::now();
-    while !dir.dst().join("done").exists() {
-        assert!(t.elapsed() < T);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the closed file synced", T, || {
+        dir.dst().join("done").exists()
+    });
     // Several windows pass while the writer keeps it open.
     std::thread::sleep(Duration::from_millis(1200));
     assert!(
@@ -296,17 +292,7 @@ fn excluded_paths_are_neither_synced_nor_deleted() {
             || s.contains("/cache")
             || s == "gone"
     };
-    let wait = || {
-        let t = std::time::Instant::now();
-        loop {
-            let diff = mirror_diff_except(&dir.src(), &dir.dst(), skip);
-            if diff.is_empty() {
-                return;
-            }
-            assert!(t.elapsed() < T, "{diff:?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let wait = || wait_mirror_except(&dir.src(), &dir.dst(), skip, T);
     wait();
     dir.write("cache/new", "x");
     dir.write("keep/y.tmp", "x");
