@@ -75,7 +75,7 @@ impl Aggregator {
     /// Notes that `path` is no longer being written (closed after writing,
     /// renamed or removed).
     pub fn closed(&mut self, path: &[u8]) {
-        if self.open.remove(path).is_none() && !self.open.is_empty() {
+        if self.open.remove(path).is_none() && !path.is_empty() && !self.open.is_empty() {
             // A directory renamed or removed takes the files open below it
             // along; their closes come under the new path, if at all.
             self.open
@@ -296,6 +296,24 @@ mod tests {
                 .entries
                 .is_empty(),
             "held again"
+        );
+    }
+
+    #[test]
+    fn a_directory_going_away_releases_the_files_open_below_it() {
+        let t0 = Instant::now();
+        let mut a = agg(1, 1000);
+        a.add(f("d/log"), t0);
+        a.writing(b"d/log", t0);
+        a.add(f("other"), t0);
+        a.writing(b"other", t0);
+        a.closed(b"d");
+        a.closed(b"");
+        let cs = a.changeset(1, t0 + Duration::from_secs(1));
+        assert_eq!(
+            cs.entries,
+            vec![f("d/log")],
+            "other stays held; the root never releases all"
         );
     }
 }

@@ -256,7 +256,11 @@ fuzz_target!(|input: Input| {
             Step::Closed(p) => {
                 let p = path_of(p);
                 agg.closed(&p);
-                open.remove(&p);
+                // A path that was not open is a directory going away: the
+                // files open below it go with it (never the root itself).
+                if !open.remove(&p) && !p.is_empty() {
+                    open.retain(|o| !syncd::changeset::is_below(o, &p));
+                }
             }
             Step::Commit => commit(&mut agg, &open),
         }
