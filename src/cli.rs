@@ -143,6 +143,12 @@ pub struct RunArgs {
     /// full sync makes the mirror complete, so nothing is lost.
     #[arg(long)]
     pub reset_queue: bool,
+    /// Sync even when SOURCE is empty and a destination holds data, which
+    /// deletes that data. Without it syncd refuses to start then (an
+    /// unmounted mount point looks empty), and never runs a full sync of
+    /// an empty SOURCE onto such a destination.
+    #[arg(long)]
+    pub allow_empty_source: bool,
     /// Print each changeset and the rsync command lines it would run,
     /// instead of running them; touch nothing (no state directory, no
     /// store, no destination).

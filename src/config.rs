@@ -199,6 +199,7 @@ impl RunConfig {
         let workers = WorkerSettings {
             filter: filter.clone(),
             backoff_max,
+            allow_empty_source: a.allow_empty_source,
             ..WorkerSettings::default()
         };
         let metrics_listen = a

@@ -52,6 +52,7 @@ pub fn run(cfg: RunConfig) -> Result<()> {
     let program = &cfg.dests[0].rsync.program;
     let version = crate::rsync::check_program(program).map_err(Error::Usage)?;
     log::debug!("using {version}");
+    crate::guard::at_start(&cfg)?;
     if cfg.reset_queue {
         if let Some(to) = crate::store::move_aside(&cfg.state_dir)? {
             log::warn!(
@@ -78,9 +79,12 @@ pub fn run(cfg: RunConfig) -> Result<()> {
     for d in &cfg.dests {
         let n = pipe.store().queue(&d.dest.target)?.len();
         log::info!(
-            "destination {} = {} ({n} changesets pending)",
+            "destination {} = {}{} ({n} changesets pending)",
             d.dest.name,
-            d.dest.target.to_string_lossy()
+            d.dest.target.to_string_lossy(),
+            d.dest
+                .landing_note()
+                .map_or_else(String::new, |w| format!(", {w}"))
         );
     }
     pipe.start_workers(&cfg)?;

@@ -136,6 +136,16 @@ const REFUSED: &[(&str, &str)] = &[
     ("--bwlimit", "use --bwlimit or bwlimit="),
 ];
 
+/// Whether an rsync argument turns on `--secluded-args` (formerly
+/// `--protect-args`), with which the remote shell never sees the path, so
+/// a leading `~` is taken literally (checked with rsync 3.5.0).
+fn secludes_args(a: &OsStr) -> bool {
+    let b = a.as_bytes();
+    b == b"--secluded-args"
+        || b == b"--protect-args"
+        || (b.starts_with(b"-") && !b.starts_with(b"--") && b.contains(&b's'))
+}
+
 fn seconds(key: &str, v: &str, zero_ok: bool) -> Result<u32, String> {
     match v.parse::<u32>() {
         Ok(n) if n <= 7 * 86_400 && (zero_ok || n > 0) => Ok(n),
@@ -267,6 +277,16 @@ impl DestOptions {
                 _ => {}
             }
         }
+        if let Place::Shell { path, .. } = &dest.place {
+            if path.starts_with(b"~") && self.extra.iter().any(|a| secludes_args(a)) {
+                return Err(format!(
+                    "destination {}: with --secluded-args (-s) rsync does not expand the ~ in \
+                     {}; write the absolute path instead",
+                    dest.name,
+                    dest.target.to_string_lossy()
+                ));
+            }
+        }
         if let (Place::Daemon { port: Some(p), .. }, Some(q)) = (&dest.place, self.port) {
             if keys.iter().any(|k| k == "port") && *p != q {
                 return Err(format!(
@@ -387,5 +407,19 @@ mod tests {
             ..DestOptions::default()
         };
         assert!(p.check_for(&d("rsync://h:2/m"), &keys("port")).is_err());
+        for secluded in ["-s", "-avs", "--secluded-args", "--protect-args"] {
+            let s = DestOptions {
+                extra: vec![secluded.into()],
+                ..DestOptions::default()
+            };
+            let e = s.check_for(&d("h:~/x"), &[]).unwrap_err();
+            assert!(e.contains("does not expand the ~"), "{secluded}: {e}");
+            assert!(s.check_for(&d("h:/x"), &[]).is_ok());
+        }
+        let other = DestOptions {
+            extra: vec!["--numeric-ids".into(), "--exclude=s".into()],
+            ..DestOptions::default()
+        };
+        assert!(other.check_for(&d("h:~/x"), &[]).is_ok());
     }
 }

@@ -124,7 +124,8 @@ fn print(cfg: &RunConfig, out: &mut dyn Write, n: u64, entries: &[Entry]) -> Res
             if list.is_empty() {
                 continue;
             }
-            let args = rsync::argv(run, &cfg.source, &d.dest, &d.rsync);
+            let full = run == Run::Main && list.iter().any(|e| e.is_full());
+            let args = rsync::argv(run, &cfg.source, &d.dest, &d.rsync, full);
             let line: Vec<String> = std::iter::once(d.rsync.program.to_string_lossy().into_owned())
                 .chain(args.iter().map(|a| shell_word(&a.to_string_lossy())))
                 .collect();

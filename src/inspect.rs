@@ -179,6 +179,9 @@ pub struct Health {
     pub last_error: Option<String>,
     /// Why this destination counts as in error, or `null` when it does not.
     pub problem: Option<String>,
+    /// While rsync runs a full sync to it: how far along it is.
+    #[serde(default)]
+    pub progress: Option<crate::progress::Progress>,
 }
 
 /// The definition of "in error" that `syncd status` exits non-zero on:
@@ -237,6 +240,7 @@ pub fn health(r: Report, live: Option<&Live>, running: bool, max_failures: u32) 
         last_success_unix: r.last_success_unix,
         last_error: r.last_error,
         problem,
+        progress: live.and_then(|l| l.progress.clone()),
     }
 }
 
@@ -296,6 +300,13 @@ fn describe(h: &Health) -> String {
         return format!("ERROR: {}", one_line(p));
     }
     let err = h.last_error.as_deref().map_or_else(String::new, one_line);
+    if let (Some(p), "syncing") = (&h.progress, h.state.as_str()) {
+        return format!(
+            "syncing, {} changesets pending; full sync: {}",
+            h.pending,
+            p.describe()
+        );
+    }
     match h.state.as_str() {
         "in_sync" if h.pending == 0 => {
             format!("in sync (last success {})", when(h.last_success_unix))
@@ -394,6 +405,38 @@ mod tests {
         assert_eq!(problem(&rep(0, STOPPED, 4), 0, false, 5), None);
         assert!(problem(&rep(0, UNCONFIGURED, 1), 0, true, 5).is_some());
         assert_eq!(problem(&rep(0, UNCONFIGURED, 0), 0, true, 5), None);
+    }
+
+    #[test]
+    fn a_full_sync_shows_its_progress() {
+        let mut live = Live {
+            state: State::Syncing,
+            persisted: DestStatus::default(),
+            attempts: 0,
+            counters: Default::default(),
+            progress: Some(crate::progress::Progress {
+                percent: Some(45),
+                bytes_done: 1_200_000_000,
+                bytes_total: Some(2_700_000_000),
+                files_done: Some(12_000),
+                files_total: None,
+                eta_s: Some(190),
+                elapsed_s: 60,
+            }),
+        };
+        let h = health(rep(0, "syncing", 1), Some(&live), true, 5);
+        assert_eq!(
+            describe(&h),
+            "syncing, 1 changesets pending; full sync: 45% (1.2 GB of 2.7 GB), 12,000 files, \
+             ETA 0:03:10"
+        );
+        let json = serde_json::to_value(&h).unwrap();
+        assert_eq!(json["progress"]["percent"], 45);
+        assert_eq!(json["progress"]["eta_s"], 190);
+        live.progress = None;
+        let h = health(rep(0, "syncing", 1), Some(&live), true, 5);
+        assert!(serde_json::to_value(&h).unwrap()["progress"].is_null());
+        assert_eq!(describe(&h), "syncing, 1 changesets pending");
     }
 
     #[test]

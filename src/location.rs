@@ -10,6 +10,13 @@
 //! `rsync://[user@]host[:port]/module[/path]`. Parsing is pure (and fuzzed);
 //! [`Source::resolve`] and [`Destination::resolve`] then touch the file
 //! system once, at start, to make paths absolute and canonical.
+//!
+//! One rsync form is refused: `host:dir`, a relative path over ssh, lands
+//! in the remote user's home directory, which is rarely what was meant
+//! (lsyncd #481 and #668 lost data that way). `host:/dir` and `host:~/dir`
+//! say where they land; a bare `host:` (pylsyncd's documented form for the
+//! home directory) stays accepted, and the daemon logs where it lands.
+//! Daemon paths (`host::module/path`) are relative to the module, as meant.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -223,15 +230,30 @@ pub fn parse_dest(arg: &[u8]) -> Result<Place> {
     if let Some(i) = remote_colon(arg, slash) {
         let (user, host) = split_user(&arg[..i]);
         let host = host_text(host, arg)?;
+        let path = &arg[i + 1..];
+        if !path.is_empty() && !path.starts_with(b"/") && !path.starts_with(b"~") {
+            return Err(relative_remote(&arg[..i + 1], path));
+        }
         return Ok(Place::Shell {
             user: user_text(user, arg)?,
             host,
-            path: arg[i + 1..].to_vec(),
+            path: path.to_vec(),
         });
     }
     Ok(Place::Local {
         path: PathBuf::from(OsStr::from_bytes(arg)),
     })
+}
+
+/// The refusal of `host:path` with a relative path, with what to write.
+fn relative_remote(head: &[u8], path: &[u8]) -> Error {
+    let (h, given) = (String::from_utf8_lossy(head), String::from_utf8_lossy(path));
+    let p = given.trim_start_matches("./");
+    Error::Usage(format!(
+        "destination {h}{given} has a relative path, which lands in the remote user's home \
+         directory: write {h}/{p} for an absolute path, or {h}~/{p} if the home directory \
+         is meant (a local directory with a colon in its name: ./{h}{given})"
+    ))
 }
 
 /// The `:` that makes `arg` a remote-shell destination, if any: the first
@@ -386,6 +408,28 @@ impl Destination {
     /// Whether the destination is on this machine.
     pub fn is_local(&self) -> bool {
         matches!(self.place, Place::Local { .. })
+    }
+
+    /// Where a remote-shell destination lands when its path is relative to
+    /// the remote home directory (`host:`, `host:~/dir`), in words for the
+    /// start-up log; `None` for every other destination.
+    pub fn landing_note(&self) -> Option<String> {
+        let Place::Shell { user, host, path } = &self.place else {
+            return None;
+        };
+        let whose = match user {
+            Some(u) => format!("{u}'s home directory on {host}"),
+            None => format!("the home directory on {host} of the user ssh logs in as"),
+        };
+        if path.is_empty() {
+            Some(format!("which is {whose}"))
+        } else if path.starts_with(b"~/") || path == b"~" {
+            Some(format!("under {whose} (the remote shell expands ~)"))
+        } else if path.starts_with(b"~") {
+            Some("under that user's home directory (the remote shell expands ~user)".into())
+        } else {
+            None
+        }
     }
 }
 
@@ -561,9 +605,45 @@ mod tests {
         assert_eq!(t("out/../dst"), "/work/dst/");
         assert_eq!(t("/abs/"), "/abs/");
         assert_eq!(t("host:"), "host:");
-        assert_eq!(t("host:dir"), "host:dir/");
+        assert_eq!(t("host:/dir"), "host:/dir/");
+        assert_eq!(t("host:~/dir"), "host:~/dir/");
         assert_eq!(t("h::m"), "h::m/");
         assert_eq!(t("-leading"), "/work/-leading/");
+    }
+
+    #[test]
+    fn a_relative_remote_path_is_refused_with_what_to_write() {
+        for (arg, absolute, home) in [
+            ("host:dir", "host:/dir", "host:~/dir"),
+            ("u@h:backup/www", "u@h:/backup/www", "u@h:~/backup/www"),
+            ("h:./x", "h:/x", "h:~/x"),
+        ] {
+            let e = parse_dest(arg.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains("home directory"), "{arg}: {e}");
+            assert!(e.contains(&format!("write {absolute} ")), "{arg}: {e}");
+            assert!(e.contains(&format!("or {home} ")), "{arg}: {e}");
+        }
+        for ok in [
+            "host:",
+            "host:/x",
+            "host:~",
+            "host:~/x",
+            "u@host:~other/x",
+            "h::m/rel",
+            "./a:b",
+        ] {
+            assert!(parse_dest(ok.as_bytes()).is_ok(), "{ok}");
+        }
+        let note = |s: &str| {
+            Destination::resolve(OsStr::new(s), Path::new("/"))
+                .unwrap()
+                .landing_note()
+        };
+        assert!(note("u@h:").unwrap().contains("u's home directory on h"));
+        assert!(note("h:~/x").unwrap().contains("expands ~"));
+        assert_eq!(note("h:/x"), None);
+        assert_eq!(note("/local"), None);
+        assert_eq!(note("h::m"), None);
     }
 
     #[test]

@@ -17,7 +17,9 @@
 //! the caller's poll function, which the worker uses for its progress
 //! [`crate::watchdog`]. `--partial-dir` (a single relative name, which rsync
 //! itself keeps out of transfers and deletions) lets an interrupted large
-//! file resume instead of starting over.
+//! file resume instead of starting over. stdout is read on a third thread
+//! and handed, line by line, to the caller ([`crate::progress`] parses the
+//! totals of every run and the progress of a full sync from it).
 
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -49,10 +51,20 @@ pub fn split(entries: &[Entry]) -> (Vec<&Entry>, Vec<&Entry>) {
 }
 
 /// The argv (without the program) of a run: the strategy's flags, the
-/// bounds (`--timeout` always; `-e` with ssh's bounds for remote-shell
+/// totals on stdout (`--info=stats2`; with `progress`, also
+/// `--info=progress2` and `--no-inc-recursive`, so that the total is the
+/// whole tree's from the first line: see [`crate::progress`]), the bounds
+/// (`--timeout` always; `-e` with ssh's bounds for remote-shell
 /// destinations, `--contimeout` for daemons), the destination's options,
-/// then `--`, the base and the target.
-pub fn argv(run: Run, source: &Source, dest: &Destination, opts: &DestOptions) -> Vec<OsString> {
+/// then `--`, the base and the target. The user's `rsync-arg`s come after
+/// syncd's flags, so `--inc-recursive` there wins over progress.
+pub fn argv(
+    run: Run,
+    source: &Source,
+    dest: &Destination,
+    opts: &DestOptions,
+    progress: bool,
+) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     if run == Run::Main {
         a.push("-r".into());
@@ -69,7 +81,38 @@ pub fn argv(run: Run, source: &Source, dest: &Destination, opts: &DestOptions) -
     ] {
         a.push(f.into());
     }
-    a.push(format!("--timeout={}", opts.timeout_s.max(1)).into());
+    if progress {
+        a.push("--info=stats2,progress2".into());
+        a.push("--no-inc-recursive".into());
+    } else {
+        a.push("--info=stats2".into());
+    }
+    a.extend(transport_args(dest, opts));
+    if let Some(bw) = &opts.bwlimit {
+        a.push(format!("--bwlimit={bw}").into());
+    }
+    if let Some(dir) = &opts.partial_dir {
+        let mut o = OsString::from("--partial-dir=");
+        o.push(dir);
+        a.push(o);
+    }
+    a.extend(opts.extra.iter().cloned());
+    let mut base = source.base.as_os_str().as_bytes().to_vec();
+    if base.last() != Some(&b'/') {
+        base.push(b'/');
+    }
+    a.push("--".into());
+    a.push(OsStr::from_bytes(&base).to_os_string());
+    a.push(dest.target.clone());
+    a
+}
+
+/// The flags that bound a run and carry it to `dest`: `--timeout` always;
+/// `-e` with ssh's bounds for remote-shell destinations; `--contimeout`,
+/// the port and the password file for daemons. Any rsync that talks to
+/// `dest` (a sync, a listing) takes the same.
+pub fn transport_args(dest: &Destination, opts: &DestOptions) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec![format!("--timeout={}", opts.timeout_s.max(1)).into()];
     match &dest.place {
         Place::Shell { .. } => {
             if let Some(words) = crate::remote::rsh_words(dest, opts) {
@@ -90,22 +133,6 @@ pub fn argv(run: Run, source: &Source, dest: &Destination, opts: &DestOptions) -
         }
         Place::Local { .. } => {}
     }
-    if let Some(bw) = &opts.bwlimit {
-        a.push(format!("--bwlimit={bw}").into());
-    }
-    if let Some(dir) = &opts.partial_dir {
-        let mut o = OsString::from("--partial-dir=");
-        o.push(dir);
-        a.push(o);
-    }
-    a.extend(opts.extra.iter().cloned());
-    let mut base = source.base.as_os_str().as_bytes().to_vec();
-    if base.last() != Some(&b'/') {
-        base.push(b'/');
-    }
-    a.push("--".into());
-    a.push(OsStr::from_bytes(&base).to_os_string());
-    a.push(dest.target.clone());
     a
 }
 
@@ -136,21 +163,43 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
+/// Where a run's output goes.
+pub struct Io {
+    /// Prefixes rsync's stderr lines in the log.
+    pub name: String,
+    /// The level of those lines: warn for syncs; debug for probes, whose
+    /// errors are expected answers.
+    pub stderr_level: log::Level,
+    /// Gets each stdout line (split at `\n` and at `\r`, which rsync's
+    /// progress ends its lines with; at most 64 KiB), on the reader thread.
+    pub stdout: Box<dyn FnMut(&[u8]) + Send>,
+}
+
+impl Io {
+    /// stderr logged as warnings under `name`, stdout dropped.
+    pub fn logged(name: &str) -> Io {
+        Io {
+            name: name.to_string(),
+            stderr_level: log::Level::Warn,
+            stdout: Box::new(|_| {}),
+        }
+    }
+}
+
 /// Runs rsync with `args`, feeds it `input`, and waits, calling `poll`
-/// every 50 ms; `poll` can end the run. `name` prefixes rsync's stderr
-/// lines in the log.
+/// every 50 ms; `poll` can end the run. `io` says where its output goes.
 pub fn run(
     program: &OsStr,
     args: &[OsString],
     input: Vec<u8>,
-    name: &str,
+    io: Io,
     mut poll: impl FnMut(u32) -> Control,
 ) -> Outcome {
     let started = Instant::now();
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
     // SAFETY: prctl is async-signal-safe and touches only this process.
@@ -174,7 +223,8 @@ pub fn run(
     let pid = child.id();
     let feeder = feed(&mut child, input);
     let said = Arc::new(Mutex::new(Said::default()));
-    let reader = read_stderr(&mut child, name.to_string(), said.clone());
+    let reader = read_stderr(&mut child, io.name, io.stderr_level, said.clone());
+    let out_reader = read_stdout(&mut child, io.stdout);
     let mut aborted: Option<String> = None;
     let status = loop {
         if exited(pid) {
@@ -201,6 +251,7 @@ pub fn run(
     let until = Instant::now() + Duration::from_secs(2);
     join_by(feeder, until);
     join_by(reader, until);
+    join_by(out_reader, until);
     let said = said.lock().map(|s| s.clone()).unwrap_or_default();
     let elapsed = started.elapsed();
     match status {
@@ -308,7 +359,46 @@ fn feed(child: &mut Child, input: Vec<u8>) -> JoinHandle<()> {
     })
 }
 
-fn read_stderr(child: &mut Child, name: String, said: Arc<Mutex<Said>>) -> JoinHandle<()> {
+/// Reads stdout, handing over each line ended by `\n` or `\r` (a longer
+/// one in 64 KiB pieces).
+fn read_stdout(child: &mut Child, mut each: Box<dyn FnMut(&[u8]) + Send>) -> JoinHandle<()> {
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    std::thread::spawn(move || {
+        const MAX: usize = 64 * 1024;
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut line: Vec<u8> = Vec::new();
+        loop {
+            let n = match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            for &b in &buf[..n] {
+                if b == b'\n' || b == b'\r' {
+                    if !line.is_empty() {
+                        each(&line);
+                        line.clear();
+                    }
+                } else if line.len() < MAX {
+                    line.push(b);
+                } else {
+                    each(&line);
+                    line.clear();
+                    line.push(b);
+                }
+            }
+        }
+        if !line.is_empty() {
+            each(&line);
+        }
+    })
+}
+
+fn read_stderr(
+    child: &mut Child,
+    name: String,
+    level: log::Level,
+    said: Arc<Mutex<Said>>,
+) -> JoinHandle<()> {
     let stderr = child.stderr.take().expect("stderr is piped");
     std::thread::spawn(move || {
         let mut r = BufReader::new(stderr);
@@ -323,7 +413,7 @@ fn read_stderr(child: &mut Child, name: String, said: Arc<Mutex<Said>>) -> JoinH
             if text.is_empty() {
                 continue;
             }
-            log::warn!("[{name}] rsync: {text}");
+            log::log!(level, "[{name}] rsync: {text}");
             if let Ok(mut s) = said.lock() {
                 if s.hint.is_none() {
                     s.hint = exitcode::hint(&text);
@@ -374,7 +464,7 @@ mod tests {
             rel: b"a".to_vec(),
         };
         let d = Destination::resolve(OsStr::new("-weird"), Path::new("/dst")).unwrap();
-        let a = argv(Run::Main, &s, &d, &DestOptions::default());
+        let a = argv(Run::Main, &s, &d, &DestOptions::default(), false);
         let n = a.len();
         assert_eq!(
             &a[n - 3..],
@@ -382,8 +472,20 @@ mod tests {
         );
         assert!(a.contains(&"--modify-window=-1".into()));
         assert!(a.contains(&"-r".into()));
-        let attrs = argv(Run::Attrs, &s, &d, &DestOptions::default());
+        let attrs = argv(Run::Attrs, &s, &d, &DestOptions::default(), false);
         assert!(!attrs.contains(&"-r".into()) && !attrs.contains(&"--delete".into()));
+        assert!(a.contains(&"--info=stats2".into()) && !a.contains(&"--no-inc-recursive".into()));
+        let user = DestOptions {
+            extra: vec!["--inc-recursive".into()],
+            ..DestOptions::default()
+        };
+        let full = argv(Run::Main, &s, &d, &user, true);
+        let at = |w: &str| full.iter().position(|x| x == w).unwrap();
+        assert!(full.contains(&"--info=stats2,progress2".into()));
+        assert!(
+            at("--no-inc-recursive") < at("--inc-recursive"),
+            "the user's flag comes later and wins: {full:?}"
+        );
     }
 
     #[test]
@@ -403,7 +505,7 @@ mod tests {
         };
         let args = |d: &str| -> Vec<String> {
             let d = Destination::resolve(OsStr::new(d), Path::new("/")).unwrap();
-            argv(Run::Main, &s, &d, &opts)
+            argv(Run::Main, &s, &d, &opts, false)
                 .iter()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect()

@@ -22,6 +22,7 @@ use crate::changeset::{Entry, Kind};
 use crate::classify::{classify, RootGone};
 use crate::location::{Destination, Source};
 use crate::optimize::{optimize, tally};
+use crate::progress::{Progress, Tracker};
 use crate::record::{DeadLetter, DestStatus};
 use crate::rsync::{self, Class, Control, DestOptions, Outcome, Run};
 use crate::store::{now_ms, Store};
@@ -63,6 +64,9 @@ pub struct WorkerSettings {
     /// The excludes: entries queued before an exclude was added are dropped
     /// here, so rsync is never given an excluded path explicitly.
     pub filter: Arc<crate::filter::Filter>,
+    /// Run a full sync of an empty SOURCE even onto a destination that holds
+    /// data (`--allow-empty-source`); see [`crate::guard`].
+    pub allow_empty_source: bool,
 }
 
 impl Default for WorkerSettings {
@@ -74,6 +78,7 @@ impl Default for WorkerSettings {
             backoff_max: Duration::from_secs(60),
             dead_after: 3,
             filter: Arc::default(),
+            allow_empty_source: false,
         }
     }
 }
@@ -111,6 +116,8 @@ pub struct Live {
     pub attempts: u32,
     /// Run counters for metrics.
     pub counters: crate::metrics::Counters,
+    /// The progress of the full sync rsync is running now, if it is one.
+    pub progress: Option<Progress>,
 }
 
 /// A running worker.
@@ -137,6 +144,7 @@ pub fn spawn(
         persisted,
         attempts: 0,
         counters: Default::default(),
+        progress: None,
     }));
     let w = Worker {
         queue: store.queue(&target)?,
@@ -253,14 +261,28 @@ impl Worker {
                 }))
             }
         };
+        let full = classified.iter().any(Entry::is_full);
+        if full && !self.settings.allow_empty_source {
+            if let Some(why) = self.guard()? {
+                log::error!("[{}] {why}", self.name());
+                return Ok(Some(Outcome {
+                    code: None,
+                    class: Class::Retry,
+                    summary: why,
+                    elapsed: Duration::ZERO,
+                }));
+            }
+        }
         let (main, attrs) = rsync::split(&classified);
         let (f, g, t, a) = tally(&classified);
         let started = Instant::now();
+        let mut sent = 0u64;
         for (run, list) in [(Run::Main, main), (Run::Attrs, attrs)] {
             if list.is_empty() {
                 continue;
             }
-            let args = rsync::argv(run, &self.source, &self.cfg.dest, &self.cfg.rsync);
+            let progress = full && run == Run::Main;
+            let args = rsync::argv(run, &self.source, &self.cfg.dest, &self.cfg.rsync, progress);
             let input = rsync::list(&self.source, &list);
             log::debug!(
                 "[{}] running rsync {:?} with {} entries",
@@ -271,23 +293,36 @@ impl Worker {
             let mut stop = false;
             let limit = self.cfg.rsync.watchdog_s;
             let mut dog = Watchdog::new((limit > 0).then(|| Duration::from_secs(limit.into())));
-            let out =
-                rsync::run(
-                    &self.cfg.rsync.program,
-                    &args,
-                    input,
-                    self.name(),
-                    |pid| match self.rx.try_recv() {
-                        Ok(Cmd::Stop) | Err(TryRecvError::Disconnected) => {
-                            stop = true;
-                            Control::Abort("syncd is stopping".into())
-                        }
-                        _ => match dog.check(pid) {
-                            Some(why) => Control::Abort(why),
-                            None => Control::Continue,
-                        },
+            let tracker = Arc::new(Mutex::new(Tracker::new(Instant::now())));
+            let t = tracker.clone();
+            let io = rsync::Io {
+                stdout: Box::new(move |line| {
+                    if let Ok(mut t) = t.lock() {
+                        t.line(line, Instant::now());
+                    }
+                }),
+                ..rsync::Io::logged(self.name())
+            };
+            let mut shown = ProgressLog::new(progress);
+            let out = rsync::run(&self.cfg.rsync.program, &args, input, io, |pid| {
+                shown.tick(self, &tracker);
+                match self.rx.try_recv() {
+                    Ok(Cmd::Stop) | Err(TryRecvError::Disconnected) => {
+                        stop = true;
+                        Control::Abort("syncd is stopping".into())
+                    }
+                    _ => match dog.check(pid) {
+                        Some(why) => Control::Abort(why),
+                        None => Control::Continue,
                     },
-                );
+                }
+            });
+            let bytes = tracker.lock().ok().and_then(|t| t.stats().bytes_sent);
+            sent += bytes.unwrap_or(0);
+            self.update(|l| {
+                l.progress = None;
+                l.counters.bytes_sent += bytes.unwrap_or(0);
+            });
             if stop {
                 return Err(Stopped);
             }
@@ -302,12 +337,31 @@ impl Worker {
             }
         }
         log::info!(
-            "[{}] synced {} entries (files {f}, gone {g}, trees {t}, attrs {a}) in {:.2}s",
+            "[{}] synced {} entries (files {f}, gone {g}, trees {t}, attrs {a}) in {:.2}s, {} sent",
             self.name(),
             classified.len(),
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            crate::progress::bytes(sent)
         );
         Ok(None)
+    }
+
+    /// The empty-source guard before a full sync: why it must not run.
+    /// `Err` when the worker is told to stop meanwhile.
+    fn guard(&self) -> Result<Option<String>, Stopped> {
+        let mut stop = false;
+        let why =
+            crate::guard::before_full_sync(&self.cfg, &self.source, &self.settings.filter, || {
+                stop |= matches!(
+                    self.rx.try_recv(),
+                    Ok(Cmd::Stop) | Err(TryRecvError::Disconnected)
+                );
+                stop
+            });
+        if stop {
+            return Err(Stopped);
+        }
+        Ok(why)
     }
 
     fn finish(
@@ -463,6 +517,40 @@ impl Worker {
                 Ok(Cmd::Stop) | Err(RecvTimeoutError::Disconnected) => return Err(Stopped),
             }
         }
+    }
+}
+
+/// How often a full sync's progress is logged.
+const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Publishes a full sync's progress into [`Live`] on every poll, and logs
+/// it every [`PROGRESS_LOG_EVERY`].
+struct ProgressLog {
+    on: bool,
+    next_log: Instant,
+}
+
+impl ProgressLog {
+    fn new(on: bool) -> ProgressLog {
+        ProgressLog {
+            on,
+            next_log: Instant::now() + PROGRESS_LOG_EVERY,
+        }
+    }
+
+    fn tick(&mut self, w: &Worker, tracker: &Mutex<Tracker>) {
+        if !self.on {
+            return;
+        }
+        let now = Instant::now();
+        let Some(p) = tracker.lock().ok().map(|t| t.progress(now)) else {
+            return;
+        };
+        if now >= self.next_log {
+            log::info!("[{}] full sync: {}", w.name(), p.describe());
+            self.next_log = now + PROGRESS_LOG_EVERY;
+        }
+        w.update(|l| l.progress = Some(p));
     }
 }
 
