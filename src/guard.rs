@@ -234,19 +234,18 @@ fn refusal(source: &Source, held: &[(&DestConfig, String)], when: &str) -> Strin
         .iter()
         .map(|(d, name)| {
             format!(
-                "{} ({}, which holds {name:?} among others)",
+                "{} ({}) holds \"{name}\"",
                 d.dest.name,
                 d.dest.target.to_string_lossy()
             )
         })
         .collect();
     format!(
-        "SOURCE {root} is empty, but {dests} {has} data: {when} would delete all of it. \
-         If SOURCE is a mount point, mount it (findmnt {root}) and start again; if SOURCE \
-         is meant to be empty, start syncd with --allow-empty-source",
+        "SOURCE {root} is empty, but {dests}: {when} would delete all of it. If SOURCE \
+         is a mount point, mount it (findmnt {root}) and start again; if SOURCE is meant \
+         to be empty, start syncd with --allow-empty-source",
         root = source.root.display(),
-        dests = list.join(" and "),
-        has = if held.len() == 1 { "holds" } else { "hold" },
+        dests = list.join(", and "),
     )
 }
 

@@ -194,20 +194,43 @@ fn metrics_are_served_on_loopback_and_follow_the_queue() {
         .expect("the log names the metrics address")
         .to_string();
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
-    let text = http_get(&addr, "/metrics");
+    // "synced" is logged just before the run's counters are updated.
+    let t = std::time::Instant::now();
+    let text = loop {
+        let text = http_get(&addr, "/metrics");
+        let ok = "syncd_rsync_runs_total{dest=\"dst\",result=\"success\"}";
+        if text.contains("200") && metric(&text, ok) >= 1.0 {
+            break text;
+        }
+        assert!(t.elapsed() < T, "{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(
         text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200"),
         "{text}"
     );
     assert!(text.contains("text/plain; version=0.0.4"), "{text}");
     assert_eq!(metric(&text, "syncd_pending_changesets{dest=\"dst\"}"), 0.0);
-    assert!(
-        metric(
-            &text,
-            "syncd_rsync_runs_total{dest=\"dst\",result=\"success\"}"
-        ) >= 1.0
-    );
     assert!(metric(&text, "syncd_last_success_timestamp_seconds{dest=\"dst\"}") > 1e9);
+
+    // Bytes sent grow by at least the size of a new file (random, so
+    // nothing shrinks it), once its run ended.
+    let before = metric(&text, "syncd_bytes_sent_total{dest=\"dst\"}");
+    dir.write("known-size", random_bytes(300_000));
+    let t = std::time::Instant::now();
+    loop {
+        let text = http_get(&addr, "/metrics");
+        let now = metric(&text, "syncd_bytes_sent_total{dest=\"dst\"}");
+        if now >= before + 300_000.0 {
+            break;
+        }
+        assert!(
+            t.elapsed() < T,
+            "bytes sent stayed at {now} (before: {before})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    dir.wait_mirror(T);
 
     let guard = Immutable::new(&dir.dst());
     dir.write("blocked", "x");
@@ -249,4 +272,73 @@ fn metrics_textfile_is_written_for_node_exporter() {
         "{text}"
     );
     assert_eq!(metric(&text, "syncd_pending_changesets{dest=\"dst\"}"), 0.0);
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut rng = Rng::from_env("random_bytes");
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        v.extend_from_slice(&rng.next().to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+/// `syncd status` for the test's state directory: the JSON and the text.
+fn status(dir: &Dir) -> (serde_json::Value, String) {
+    let state = dir.state();
+    let run = |json: bool| {
+        let mut a: Vec<&std::ffi::OsStr> = vec!["status".as_ref(), "--state-dir".as_ref()];
+        a.push(state.as_os_str());
+        if json {
+            a.push("--json".as_ref());
+        }
+        String::from_utf8_lossy(&syncd(&a).stdout).into_owned()
+    };
+    let v = serde_json::from_str(&run(true)).unwrap_or(serde_json::Value::Null);
+    (v, run(false))
+}
+
+#[test]
+fn a_long_full_sync_shows_its_progress_in_status_and_the_log() {
+    let dir = Dir::new();
+    // 5 MB at --bwlimit 400K take about 12 s: long enough for a progress
+    // line in the log (one every 10 s) and for status to catch it running.
+    for i in 0..50 {
+        dir.write(format!("d{}/f{i:02}", i % 5), random_bytes(100_000));
+    }
+    let d = dir.start("0.2", &["--bwlimit", "400K"]);
+    let t = std::time::Instant::now();
+    let text = loop {
+        let (v, text) = status(&dir);
+        let p = &v["destinations"][0]["progress"];
+        if p["percent"].is_u64() && p["files_total"].is_u64() {
+            assert_eq!(v["destinations"][0]["state"], "syncing", "{v}");
+            assert!(
+                p["files_total"].as_u64() >= Some(55),
+                "50 files and 6 dirs: {p}"
+            );
+            assert!(p["elapsed_s"].is_u64(), "{p}");
+            break text;
+        }
+        assert!(t.elapsed() < T, "status never showed progress: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let line = text.lines().find(|l| l.starts_with("dst ")).unwrap_or("");
+    assert!(
+        line.contains("; full sync: ") && line.contains("% ("),
+        "{text}"
+    );
+    d.wait_log("] full sync: ", T);
+    let log = d.log();
+    let logged = log.lines().find(|l| l.contains("] full sync: ")).unwrap();
+    assert!(
+        logged.contains("% (") && logged.contains(" of ") && logged.contains("files"),
+        "{logged}"
+    );
+    dir.wait_mirror(T);
+    d.wait_log("] synced", T);
+    let (v, _) = status(&dir);
+    assert!(v["destinations"][0]["progress"].is_null(), "{v}");
+    assert!(d.stop().success());
 }

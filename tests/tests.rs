@@ -11,6 +11,7 @@ mod control;
 mod core;
 mod crash;
 mod filter;
+mod guard;
 mod model;
 mod random_ops;
 mod remote;
