@@ -133,7 +133,7 @@ fn check_remote(
     args.push(OsString::from_vec(where_));
     // The reader thread collects the entries; the poll below judges them,
     // since the filter cannot travel to that thread.
-    let entries: Arc<Mutex<Vec<(Vec<u8>, bool)>>> = Arc::default();
+    let entries: Arc<Mutex<Vec<Listed>>> = Arc::default();
     let e = entries.clone();
     let io = Io {
         name: d.dest.name.clone(),
@@ -181,10 +181,13 @@ fn check_remote(
     }
 }
 
+/// A listed name and whether it is a directory.
+type Listed = (Vec<u8>, bool);
+
 /// One line of `rsync --list-only`: `-rw-r--r--  1,234 2024/01/02 03:04:05
 /// name`, the name escaped by rsync (`\#ooo`). Returns the name, unescaped,
 /// and whether it is a directory.
-fn listed(line: &[u8]) -> Option<(Vec<u8>, bool)> {
+fn listed(line: &[u8]) -> Option<Listed> {
     let is_dir = *line.first()? == b'd';
     // The name follows the time, the fourth field, and one space.
     let mut fields = 0;

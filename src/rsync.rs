@@ -163,6 +163,9 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
+/// Takes rsync's stdout, one line at a time, on the reader thread.
+pub type LineSink = Box<dyn FnMut(&[u8]) + Send>;
+
 /// Where a run's output goes.
 pub struct Io {
     /// Prefixes rsync's stderr lines in the log.
@@ -172,7 +175,7 @@ pub struct Io {
     pub stderr_level: log::Level,
     /// Gets each stdout line (split at `\n` and at `\r`, which rsync's
     /// progress ends its lines with; at most 64 KiB), on the reader thread.
-    pub stdout: Box<dyn FnMut(&[u8]) + Send>,
+    pub stdout: LineSink,
 }
 
 impl Io {
@@ -361,7 +364,7 @@ fn feed(child: &mut Child, input: Vec<u8>) -> JoinHandle<()> {
 
 /// Reads stdout, handing over each line ended by `\n` or `\r` (a longer
 /// one in 64 KiB pieces).
-fn read_stdout(child: &mut Child, mut each: Box<dyn FnMut(&[u8]) + Send>) -> JoinHandle<()> {
+fn read_stdout(child: &mut Child, mut each: LineSink) -> JoinHandle<()> {
     let mut stdout = child.stdout.take().expect("stdout is piped");
     std::thread::spawn(move || {
         const MAX: usize = 64 * 1024;
