@@ -199,7 +199,10 @@ impl RunConfig {
         let workers = WorkerSettings {
             filter: filter.clone(),
             backoff_max,
-            allow_empty_source: a.allow_empty_source,
+            allow_empty_source: a.allow_empty_source
+                || file
+                    .and_then(ConfigFile::allow_empty_source)
+                    .unwrap_or(false),
             ..WorkerSettings::default()
         };
         let metrics_listen = a

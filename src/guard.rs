@@ -246,7 +246,8 @@ fn refusal(source: &Source, held: &[(&DestConfig, String)], when: &str) -> Strin
     format!(
         "SOURCE {root} is empty, but {dests}: {when} would delete all of it. If SOURCE \
          is a mount point, mount it (findmnt {root}) and start again; if SOURCE is meant \
-         to be empty, start syncd with --allow-empty-source",
+         to be empty, start syncd with --allow-empty-source (allow_empty_source = true in \
+         a config file)",
         root = source.root.display(),
         dests = list.join(", and "),
     )
