@@ -96,6 +96,11 @@ fn check_dest(data: &[u8]) {
         Place::Shell { user, host, path } => {
             assert!(!url);
             check_host(user, host);
+            // host:dir lands in the remote home directory: refused.
+            assert!(
+                path.is_empty() || path.starts_with(b"/") || path.starts_with(b"~"),
+                "relative remote path accepted"
+            );
             assert_eq!(
                 [with_user(user, host), b":".to_vec(), path.clone()].concat(),
                 data
