@@ -104,9 +104,13 @@ pub struct ConfigFile {
 impl ConfigFile {
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<ConfigFile> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io("cannot read the config file", path, e))?;
-        ConfigFile::parse(path, &text)
+        // Absolute, so paths relative to the file stay right whatever the
+        // working directory (a relative target is also a queue's key).
+        let path = std::path::absolute(path)
+            .map_err(|e| Error::io("cannot resolve the config file", path, e))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::io("cannot read the config file", &path, e))?;
+        ConfigFile::parse(&path, &text)
     }
 
     /// Checks `text` as the content of `path`.
