@@ -160,21 +160,13 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name(format!("worker {name}"))
         .spawn(move || w.main())
-        .map_err(|e| {
-            crate::error::Error::io("cannot start a worker thread for", name.clone(), e)
-        })?;
+        .map_err(|e| crate::error::Error::io("cannot start a worker thread for", &name, e))?;
     Ok(Handle {
-        name: w_name(&live),
+        name,
         live,
         tx,
         thread,
     })
-}
-
-fn w_name(live: &Arc<Mutex<Live>>) -> String {
-    live.lock()
-        .map(|l| l.persisted.name.clone())
-        .unwrap_or_default()
 }
 
 struct Worker {
