@@ -180,14 +180,33 @@ fn on_disk(p: &Path, if_dir: Kind, otherwise: Kind) -> Kind {
     }
 }
 
+/// Whether an event only says that something was read: notify 8 watches
+/// IN_OPEN, so every open() in the tree, by any reader (rsync sending the
+/// file included), is an event. None of them changes the tree, so the
+/// watcher drops them in notify's callback, before they cost a channel
+/// send and the main loop's attention. A close after writing is kept.
+pub fn read_only(ev: &RawEvent) -> bool {
+    matches!(ev, Ok(e) if matches!(e.kind, EventKind::Access(a)
+        if a != AccessKind::Close(AccessMode::Write)))
+}
+
 /// `p` relative to `root` as bytes, or `None` when it is not below it.
+/// Compared as bytes: notify builds every path as the watched directory
+/// joined with a name, and `root` is canonical, so no `.`, `..` or doubled
+/// slash can make a path below `root` look otherwise; std's component-wise
+/// `strip_prefix` costs about two thousand instructions per event.
 pub fn rel(root: &Path, p: &Path) -> Option<Vec<u8>> {
-    let r = p.strip_prefix(root).ok()?;
-    let b = r.as_os_str().as_bytes();
-    if b.is_empty() {
+    let r = root.as_os_str().as_bytes();
+    let rest = p.as_os_str().as_bytes().strip_prefix(r)?;
+    let rest = if r.ends_with(b"/") {
+        rest
+    } else {
+        rest.strip_prefix(b"/")?
+    };
+    if rest.is_empty() {
         return None;
     }
-    Some(b.to_vec())
+    Some(rest.to_vec())
 }
 
 /// The absolute path of a root-relative one.
@@ -254,6 +273,36 @@ mod tests {
         );
         let rm = EventKind::Remove(RemoveKind::File);
         assert_eq!(interpret(r, ev(rm, &["/elsewhere/x"])), vec![]);
+    }
+
+    #[test]
+    fn reads_are_dropped_and_writes_kept() {
+        let p = &["/r/a"];
+        for kind in [
+            AccessKind::Open(AccessMode::Any),
+            AccessKind::Read,
+            AccessKind::Close(AccessMode::Read),
+            AccessKind::Any,
+        ] {
+            assert!(read_only(&ev(EventKind::Access(kind), p)), "{kind:?}");
+        }
+        let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert!(!read_only(&ev(close, p)));
+        let write = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        assert!(!read_only(&ev(write, p)));
+        assert!(!read_only(&Err(notify::Error::generic("x"))));
+    }
+
+    #[test]
+    fn rel_is_below_the_root_only() {
+        let r = Path::new("/r/s");
+        assert_eq!(rel(r, Path::new("/r/s/a/b")), Some(b"a/b".to_vec()));
+        assert_eq!(rel(r, Path::new("/r/s")), None);
+        assert_eq!(rel(r, Path::new("/r/sx/a")), None);
+        assert_eq!(rel(r, Path::new("/r")), None);
+        assert_eq!(rel(Path::new("/"), Path::new("/a")), Some(b"a".to_vec()));
+        let odd = std::ffi::OsStr::from_bytes(b"/r/s/\xff\n");
+        assert_eq!(rel(r, Path::new(odd)), Some(b"\xff\n".to_vec()));
     }
 
     #[test]

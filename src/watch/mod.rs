@@ -83,7 +83,13 @@ impl Watch {
         self.inner = None;
         self.watched.clear();
         let config = Config::default().with_follow_symlinks(false);
-        let inner = RecommendedWatcher::new(self.tx.clone(), config)
+        let tx = self.tx.clone();
+        let forward = move |ev: RawEvent| {
+            if !events::read_only(&ev) {
+                let _ = tx.send(ev);
+            }
+        };
+        let inner = RecommendedWatcher::new(forward, config)
             .map_err(|e| Error::Watch(explain(&e, &self.root)))?;
         self.inner = Some(inner);
         let root = self.root.clone();
