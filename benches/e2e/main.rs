@@ -1,0 +1,356 @@
+//! End-to-end benchmark: syncd against lsyncd and plain rsync, on the same
+//! workloads, on the same machine, in one run.
+//!
+//! ```text
+//! cargo bench --bench e2e -- [--quick] [--runs N] [--workload NAME]... [--daemon syncd|lsyncd]...
+//! ```
+//!
+//! Method. For every workload (see `workloads`) and every run, three things
+//! run one after the other, each on fresh SOURCE and DEST trees built
+//! identically from a seed: the rsync reference (the change applied with
+//! no daemon, then one catch-up `rsync -a --delete` and one no-op rsync),
+//! then syncd and lsyncd, in alternating order from run to run. Both daemons
+//! get the same aggregation delay (`--delay`, 1 s by default; the backlog
+//! uses 10 ms) and the same rsync: a wrapper named `rsync`, first on their
+//! PATH and given explicitly (`syncd --rsync`, lsyncd's `rsync.binary`),
+//! that logs each invocation and `exec`s /usr/bin/rsync.
+//!
+//! Figures per daemon and run:
+//! - time to mirror: from the end of the window holding the last change
+//!   (last change + delay; for the backlog, the moment DEST became writable
+//!   again) to the moment DEST first was an exact mirror of SOURCE (names,
+//!   types, contents, permission bits, symlink targets). Trees are compared
+//!   only between rsync runs and a success is dated to the end of the last
+//!   run (see `monitor`). It can be slightly negative: a window that opened
+//!   before the last change closes before last change + delay. A daemon that
+//!   does not get there within a timeout (60 s, or 20× the catch-up rsync)
+//!   is "never";
+//! - rsync runs started from the first change on (for the backlog, from the
+//!   destination's return), and runs per window: runs divided by the number
+//!   of `delay`-long windows the change spans, floor((last − first) / delay) + 1;
+//! - CPU: the daemon's own user+system time (all threads) and its
+//!   children's (the rsync runs it waited for), from /proc/PID/stat, as the
+//!   difference between the end of its start-up sync and the end of the
+//!   change; the start-up sync's own CPU and wall time separately;
+//! - peak RSS: VmHWM from /proc/PID/status just before SIGTERM (the whole
+//!   life of the daemon, start-up on the workload's tree included);
+//! - whether DEST is an exact mirror at the end.
+//!
+//! The reference rows time `rsync -a --delete SRC/ DST/` on the pre-change
+//! DEST (what a cron job would run to catch up with the same change) and
+//! the same command once more (the no-op: the cost of finding out that
+//! nothing changed). The issue's targets are checked on the medians and
+//! printed as PASS/MISS. Results go to stdout and to `target/e2e/results.md`
+//! (and `.json`), with the machine described.
+//!
+//! Needs root for `chattr +i` (the backlog's outage) and to install lsyncd
+//! (`apt-get install -y lsyncd`) when it is missing. Without `--bench`
+//! (which `cargo bench` passes) it does nothing, so `cargo test
+//! --all-targets` does not start an hour-long benchmark.
+
+mod daemon;
+mod measure;
+mod mirror;
+mod monitor;
+mod report;
+mod tree;
+mod workloads;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use daemon::Kind;
+use measure::Env;
+use report::WorkloadResult;
+
+/// End-to-end benchmark of syncd against lsyncd and plain rsync.
+#[derive(Debug, Parser)]
+#[command(name = "e2e")]
+struct Opts {
+    /// Reduced sizes (the scale run has 20,000 files instead of 1,000,000).
+    #[arg(long)]
+    quick: bool,
+    /// Runs per workload and daemon.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Only these workloads (repeatable): small-files, burst, dir-rename,
+    /// tree-delete, trickle, deep-tree, backlog, scale.
+    #[arg(long = "workload", value_name = "NAME")]
+    workloads: Vec<String>,
+    /// Only these daemons (repeatable): syncd, lsyncd.
+    #[arg(long = "daemon", value_name = "NAME")]
+    daemons: Vec<String>,
+    /// The aggregation delay of both daemons, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    delay: f64,
+    /// The least time a daemon gets to reach an exact mirror, in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+    /// Where the trees are built (removed after each run).
+    #[arg(long, default_value = "/tmp/syncd-e2e")]
+    work_dir: PathBuf,
+    /// The Markdown report (a `.json` with the raw figures goes next to it).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Keep every run's trees and logs.
+    #[arg(long)]
+    keep: bool,
+    /// Passed by `cargo bench`; without it nothing runs.
+    #[arg(long, hide = true)]
+    bench: bool,
+    /// Like --workload, as `cargo bench e2e NAME` passes it.
+    #[arg(hide = true)]
+    filter: Option<String>,
+}
+
+fn main() {
+    let opts = Opts::parse();
+    if !opts.bench {
+        println!("e2e: run it with `cargo bench --bench e2e -- [--quick]`; nothing to do without --bench");
+        return;
+    }
+    if let Err(e) = run(&opts) {
+        eprintln!("e2e: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(opts: &Opts) -> Result<()> {
+    let lsyncd_version = daemon::ensure_lsyncd()?;
+    let real_rsync = PathBuf::from("/usr/bin/rsync");
+    if !real_rsync.exists() {
+        bail!("/usr/bin/rsync is missing: apt-get install -y rsync");
+    }
+    let syncd = PathBuf::from(env!("CARGO_BIN_EXE_syncd"));
+    let kinds = selected_daemons(opts)?;
+    let mut selected = workloads::all(opts.quick);
+    let names: Vec<String> = selected.iter().map(|w| w.name().to_string()).collect();
+    for n in opts.workloads.iter() {
+        if !names.contains(n) {
+            bail!("no workload {n:?}; there are: {}", names.join(", "));
+        }
+    }
+    selected.retain(|w| {
+        (opts.workloads.is_empty() || opts.workloads.iter().any(|n| n == w.name()))
+            && opts
+                .filter
+                .as_ref()
+                .is_none_or(|f| w.name().contains(f.as_str()))
+    });
+    let env = Env {
+        syncd,
+        real_rsync,
+        delay: opts.delay,
+        timeout_s: opts.timeout,
+        keep: opts.keep,
+    };
+    let load_before = loadavg();
+    let started = tree::now();
+    let mut results = Vec::new();
+    for w in &selected {
+        eprintln!("e2e: {} — {}", w.name(), w.about());
+        let mut res = WorkloadResult {
+            name: w.name().into(),
+            about: w.about(),
+            delay: w.delay(opts.delay),
+            backlog: w.backlog(),
+            syncd: Vec::new(),
+            lsyncd: Vec::new(),
+            reference: Vec::new(),
+            errors: Vec::new(),
+        };
+        for run in 1..=opts.runs {
+            let base = opts.work_dir.join(w.name());
+            let catchup =
+                match measure::reference(w.as_ref(), &env, &base.join(format!("rsync-{run}"))) {
+                    Ok(r) => {
+                        eprintln!(
+                            "e2e:   run {run} rsync: catch-up {:.3} s, no-op {:.3} s",
+                            r.catchup_s, r.noop_s
+                        );
+                        let c = r.catchup_s;
+                        res.reference.push(r);
+                        c
+                    }
+                    Err(e) => {
+                        res.errors
+                            .push(format!("reference run {run} failed: {e:#}"));
+                        0.0
+                    }
+                };
+            // Alternate who goes first, so neither always gets the warmer machine.
+            let mut order = kinds.clone();
+            if run % 2 == 0 {
+                order.reverse();
+            }
+            for kind in order {
+                let dir = base.join(format!("{}-{run}", kind.name()));
+                match measure::daemon(kind, w.as_ref(), &env, &dir, catchup) {
+                    Ok(r) => {
+                        eprintln!(
+                            "e2e:   run {run} {}: mirror {}, {} runs, cpu {:.2}+{:.2} s, rss {:.1} MiB, exact {}",
+                            kind.name(),
+                            r.mirror_s.map_or("never".into(), |t| format!("{t:.3} s")),
+                            r.runs,
+                            r.cpu_s,
+                            r.children_cpu_s,
+                            r.peak_rss_mib,
+                            r.exact
+                        );
+                        res.runs_of(kind).push(r);
+                    }
+                    Err(e) => {
+                        eprintln!("e2e:   run {run} {} failed: {e:#}", kind.name());
+                        res.errors
+                            .push(format!("{} run {run} failed: {e:#}", kind.name()));
+                        if !opts.keep {
+                            let _ = tree::remove_all(&dir);
+                        }
+                    }
+                }
+            }
+        }
+        results.push(res);
+    }
+    let minutes = (tree::now() - started) / 60.0;
+    let md = render(opts, &results, &lsyncd_version, &load_before, minutes);
+    print!("{md}");
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e/results.md"));
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, &md).with_context(|| format!("writing {}", out.display()))?;
+    std::fs::write(
+        out.with_extension("json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    eprintln!("e2e: report written to {}", out.display());
+    Ok(())
+}
+
+fn selected_daemons(opts: &Opts) -> Result<Vec<Kind>> {
+    if opts.daemons.is_empty() {
+        return Ok(vec![Kind::Syncd, Kind::Lsyncd]);
+    }
+    opts.daemons
+        .iter()
+        .map(|d| match d.as_str() {
+            "syncd" => Ok(Kind::Syncd),
+            "lsyncd" => Ok(Kind::Lsyncd),
+            other => bail!("no daemon {other:?}; there are syncd and lsyncd"),
+        })
+        .collect()
+}
+
+/// The report: machine, command, per-workload tables, targets.
+fn render(
+    opts: &Opts,
+    results: &[WorkloadResult],
+    lsyncd: &str,
+    load_before: &str,
+    minutes: f64,
+) -> String {
+    use std::fmt::Write;
+    let mut md = String::new();
+    let _ = writeln!(md, "## End-to-end\n");
+    let _ = writeln!(
+        md,
+        "Reproduce with:\n\n```sh\n{}\n```\n",
+        command_line(opts)
+    );
+    let _ = writeln!(md, "Machine and software:\n");
+    let _ = writeln!(md, "- CPU: {} × {}", nproc(), cpu_model());
+    let _ = writeln!(
+        md,
+        "- memory (`free -g`):\n\n```\n{}```\n",
+        shell("free -g")
+    );
+    let _ = writeln!(
+        md,
+        "- kernel {}; work dir on {}",
+        shell("uname -r").trim(),
+        fs_of(&opts.work_dir)
+    );
+    let _ = writeln!(
+        md,
+        "- {}; lsyncd {}; syncd {} (release build)",
+        daemon::version("rsync", "--version").unwrap_or_default(),
+        lsyncd.trim_start_matches("Version: "),
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(
+        md,
+        "- load average (1, 5, 15 min) before: {load_before}; after: {}; took {minutes:.0} min\n",
+        loadavg()
+    );
+    for w in results {
+        report::workload_table(w, &mut md);
+    }
+    let _ = writeln!(md, "### Targets (syncd, on the medians of this run)\n");
+    let (pass, all) = report::targets_table(results, &mut md);
+    let _ = writeln!(md, "\nsyncd meets {pass} of {all} checked targets.\n");
+    md
+}
+
+fn command_line(opts: &Opts) -> String {
+    let mut c = String::from("cargo bench --bench e2e --");
+    if opts.quick {
+        c.push_str(" --quick");
+    }
+    if opts.runs != 3 {
+        c.push_str(&format!(" --runs {}", opts.runs));
+    }
+    for w in &opts.workloads {
+        c.push_str(&format!(" --workload {w}"));
+    }
+    for d in &opts.daemons {
+        c.push_str(&format!(" --daemon {d}"));
+    }
+    if opts.delay != 1.0 {
+        c.push_str(&format!(" --delay {}", opts.delay));
+    }
+    c
+}
+
+fn shell(cmd: &str) -> String {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn nproc() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+fn fs_of(p: &Path) -> String {
+    let dir = if p.exists() { p } else { Path::new("/tmp") };
+    let out = shell(&format!("df -T '{}' | tail -1", dir.display()));
+    out.split_whitespace().nth(1).unwrap_or("?").to_string()
+}

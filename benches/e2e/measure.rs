@@ -1,0 +1,339 @@
+//! One measured run: a daemon on fresh trees, or the rsync reference.
+//!
+//! A daemon run: build the pre-change tree in SOURCE and DEST, start the
+//! daemon, wait for its start-up sync to end and for quiet, check that DEST
+//! is an exact mirror, read its CPU times, apply the change, wait for the
+//! exact mirror (comparing only between rsync runs, see `monitor`), wait
+//! until no run has started for twice the delay (so late runs are
+//! counted), then read CPU times and VmHWM and stop it with SIGTERM.
+//!
+//! The reference run: the same pre-change trees, the same change applied to
+//! SOURCE with no daemon, then one `rsync -a --delete SRC/ DST/` (the
+//! catch-up a cron job would run), checked for an exact mirror, then the
+//! same command again (the no-op: what it costs just to find that nothing
+//! changed). Their CPU comes from getrusage(RUSAGE_CHILDREN).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::daemon::{Daemon, Kind, Setup};
+use crate::mirror::Mirror;
+use crate::monitor::{write_wrapper, Monitor};
+use crate::tree::{now, remove_all, Twin};
+use crate::workloads::{Ctx, Span, Workload};
+
+/// What a run needs besides the workload.
+pub struct Env {
+    pub syncd: PathBuf,
+    pub real_rsync: PathBuf,
+    pub delay: f64,
+    /// The least time a daemon gets to reach the mirror.
+    pub timeout_s: f64,
+    pub keep: bool,
+}
+
+/// The figures of one daemon run.
+#[derive(Debug, Clone, Serialize)]
+pub struct DaemonRun {
+    /// From spawn to the end of the start-up sync.
+    pub ready_s: f64,
+    /// The daemon's own CPU until then.
+    pub startup_cpu_s: f64,
+    /// From the end of the window (or the destination's return) to the
+    /// exact mirror; `None`: not reached within `timeout_s`.
+    pub mirror_s: Option<f64>,
+    /// Backlog only: from the first rsync run after the return to the mirror.
+    pub drain_s: Option<f64>,
+    pub timeout_s: f64,
+    pub runs: usize,
+    /// Backlog only: runs while DEST was unwritable.
+    pub outage_runs: usize,
+    /// Windows of `delay` the change spans (a perfect aggregator's runs).
+    pub windows: usize,
+    pub cpu_s: f64,
+    pub children_cpu_s: f64,
+    pub peak_rss_mib: f64,
+    pub exact: bool,
+    pub notes: Vec<String>,
+    /// How long applying the change took (last − first change).
+    pub change_s: f64,
+    /// Every counted rsync run as (start, end), in seconds from the first
+    /// change (JSON only: for reading a daemon's behaviour afterwards).
+    pub timeline: Vec<(f64, Option<f64>)>,
+}
+
+/// The figures of one reference run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefRun {
+    pub catchup_s: f64,
+    pub catchup_cpu_s: f64,
+    pub noop_s: f64,
+    pub noop_cpu_s: f64,
+    pub exact: bool,
+    pub notes: Vec<String>,
+}
+
+struct Dirs {
+    root: PathBuf,
+    src: PathBuf,
+    dst: PathBuf,
+}
+
+impl Dirs {
+    fn fresh(root: &Path) -> Result<Dirs> {
+        remove_all(root).with_context(|| format!("removing {}", root.display()))?;
+        std::fs::create_dir_all(root)?;
+        Ok(Dirs {
+            root: root.to_path_buf(),
+            src: root.join("src"),
+            dst: root.join("dst"),
+        })
+    }
+
+    fn prepare(&self, w: &dyn Workload) -> Result<u64> {
+        let mut twin = Twin::new(&[&self.src, &self.dst], 0x5eed)?;
+        w.prepare(&mut twin)
+            .with_context(|| format!("building the {} tree", w.name()))?;
+        Ok(twin.files)
+    }
+
+    fn done(&self, keep: bool) {
+        if !keep {
+            if let Err(e) = remove_all(&self.root) {
+                eprintln!("e2e: cannot remove {}: {e}", self.root.display());
+            }
+        }
+    }
+}
+
+/// The reference: catch-up rsync of the change, then a no-op rsync.
+pub fn reference(w: &dyn Workload, env: &Env, root: &Path) -> Result<RefRun> {
+    let d = Dirs::fresh(root)?;
+    d.prepare(w)?;
+    let delay = w.delay(env.delay);
+    let cx = Ctx {
+        src: &d.src,
+        dst: &d.dst,
+        delay,
+        monitor: None,
+        commits: None,
+    };
+    let mut notes = w.change(&cx)?.notes;
+    let (catchup_s, catchup_cpu_s) = timed_rsync(env, &d, &mut notes)?;
+    let diffs = Mirror::new(&d.src, &d.dst)
+        .differences(5)
+        .map_err(anyhow::Error::msg)?;
+    if !diffs.is_empty() {
+        notes.push(format!(
+            "catch-up rsync left differences: {}",
+            diffs.join("; ")
+        ));
+    }
+    let (noop_s, noop_cpu_s) = timed_rsync(env, &d, &mut notes)?;
+    d.done(env.keep);
+    Ok(RefRun {
+        catchup_s,
+        catchup_cpu_s,
+        noop_s,
+        noop_cpu_s,
+        exact: diffs.is_empty(),
+        notes,
+    })
+}
+
+fn timed_rsync(env: &Env, d: &Dirs, notes: &mut Vec<String>) -> Result<(f64, f64)> {
+    let mut src = d.src.clone().into_os_string();
+    src.push("/");
+    let mut dst = d.dst.clone().into_os_string();
+    dst.push("/");
+    let cpu0 = children_cpu();
+    let t0 = now();
+    let st = Command::new(&env.real_rsync)
+        .args(["-a", "--delete"])
+        .arg(src)
+        .arg(dst)
+        .stdin(Stdio::null())
+        .status()
+        .context("running rsync")?;
+    let wall = now() - t0;
+    if !st.success() {
+        notes.push(format!("rsync -a --delete exited with {st}"));
+    }
+    Ok((wall, children_cpu() - cpu0))
+}
+
+/// user + system CPU of every child this process has waited for.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage fills the struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// One daemon on one workload. `catchup_s` (the reference's time) scales
+/// the timeout for big changes.
+pub fn daemon(
+    kind: Kind,
+    w: &dyn Workload,
+    env: &Env,
+    root: &Path,
+    catchup_s: f64,
+) -> Result<DaemonRun> {
+    let d = Dirs::fresh(root)?;
+    let files = d.prepare(w)?;
+    let work = d.root.join("work");
+    std::fs::create_dir_all(&work)?;
+    let runs_log = work.join("rsync-runs.log");
+    let wrapper = write_wrapper(&work.join("bin"), &runs_log, &env.real_rsync)?;
+    let mon = Monitor::start(&runs_log);
+    let delay = w.delay(env.delay);
+    let setup = Setup {
+        src: &d.src,
+        dst: &d.dst,
+        work: &work,
+        wrapper: &wrapper,
+        delay,
+        backoff_max: w.backlog().then_some(1.0),
+        verbose: w.backlog() && kind == Kind::Syncd,
+    };
+    let mut daemon = Daemon::start(kind, &setup, &env.syncd)?;
+    daemon.wait_started(Duration::from_secs(120 + files / 500))?;
+    wait_quiet(&mon, &mut daemon, 0.3, 600.0)?;
+    let ready_s = now() - daemon.started;
+    let cpu0 = daemon.cpu()?;
+    let mut mirror = Mirror::new(&d.src, &d.dst);
+    if !mirror.matches() {
+        bail!(
+            "{}'s start-up sync did not leave an exact mirror: {:?}",
+            kind.name(),
+            mirror.differences(5)
+        );
+    }
+
+    let log = daemon.log.clone();
+    let commits = move || {
+        let text = std::fs::read(&log).unwrap_or_default();
+        String::from_utf8_lossy(&text)
+            .matches("committed changeset")
+            .count()
+    };
+    let cx = Ctx {
+        src: &d.src,
+        dst: &d.dst,
+        delay,
+        monitor: Some(&mon),
+        commits: (kind == Kind::Syncd && setup.verbose).then_some(&commits as &dyn Fn() -> usize),
+    };
+    let span = w.change(&cx)?;
+    let timeout_s = env.timeout_s.max(20.0 * catchup_s);
+    let exact_at = wait_mirror(&mon, &mut mirror, &mut daemon, &span, timeout_s)?;
+    wait_quiet(&mon, &mut daemon, (2.0 * delay).max(1.0) + 0.5, 120.0)?;
+
+    let cpu1 = daemon.cpu()?;
+    let peak_rss_mib = daemon.peak_rss_mib()?;
+    let mut notes = span.notes.clone();
+    let diffs = mirror.differences(5).map_err(anyhow::Error::msg)?;
+    if !diffs.is_empty() {
+        notes.push(format!("not a mirror at the end: {}", diffs.join("; ")));
+    }
+    daemon.stop()?;
+    let runs = mon.since(span.count_from);
+    let drain_s = match (w.backlog(), exact_at, runs.first()) {
+        (true, Some(t), Some(r)) => Some(t - r.start),
+        _ => None,
+    };
+    let result = DaemonRun {
+        ready_s,
+        startup_cpu_s: cpu0.own,
+        mirror_s: exact_at.map(|t| t - span.reference),
+        drain_s,
+        timeout_s,
+        runs: runs.len(),
+        outage_runs: span.outage_runs,
+        windows: ((span.last - span.first) / delay).floor() as usize + 1,
+        cpu_s: cpu1.own - cpu0.own,
+        children_cpu_s: cpu1.children - cpu0.children,
+        peak_rss_mib,
+        exact: diffs.is_empty(),
+        notes,
+        change_s: span.last - span.first,
+        timeline: runs
+            .iter()
+            .map(|r| (r.start - span.first, r.end.map(|e| e - span.first)))
+            .collect(),
+    };
+    drop(mon);
+    d.done(env.keep);
+    Ok(result)
+}
+
+/// Waits until DEST is an exact mirror; returns when it became one (the end
+/// of the last rsync run before the successful comparison), or `None`
+/// after `timeout_s` past the change's reference instant.
+fn wait_mirror(
+    mon: &Monitor,
+    mirror: &mut Mirror,
+    daemon: &mut Daemon,
+    span: &Span,
+    timeout_s: f64,
+) -> Result<Option<f64>> {
+    let deadline = span.reference + timeout_s;
+    let mut compared_after: Option<usize> = None;
+    loop {
+        daemon.check_alive()?;
+        let runs = mon.since(span.count_from);
+        let ended: Vec<f64> = runs.iter().filter_map(|r| r.end).collect();
+        let busy = ended.len() < runs.len();
+        if !busy && compared_after != Some(ended.len()) {
+            compared_after = Some(ended.len());
+            let last_end = ended.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let started = now();
+            // A run that began during the comparison may have fixed what
+            // was compared late: then only its end proves the mirror.
+            if mirror.matches() && no_run_since(mon, started) {
+                return Ok(Some(if last_end.is_finite() {
+                    last_end
+                } else {
+                    started
+                }));
+            }
+        }
+        if now() > deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether no run started since `t` (after a pause longer than the
+/// monitor's poll, so a run that just started has been seen).
+fn no_run_since(mon: &Monitor, t: f64) -> bool {
+    std::thread::sleep(Duration::from_millis(10));
+    mon.since(t).is_empty()
+}
+
+/// Waits until no rsync run is going on and none started for `quiet_s`
+/// (bounded by `max_s`).
+fn wait_quiet(mon: &Monitor, daemon: &mut Daemon, quiet_s: f64, max_s: f64) -> Result<()> {
+    let t0 = now();
+    loop {
+        daemon.check_alive()?;
+        let runs = mon.since(0.0);
+        let last = runs
+            .iter()
+            .map(|r| r.end.unwrap_or(f64::INFINITY).max(r.start))
+            .fold(daemon.started, f64::max);
+        if now() - last >= quiet_s {
+            return Ok(());
+        }
+        if now() - t0 > max_s {
+            bail!("{} kept running rsync for {max_s} s", daemon.kind.name());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
