@@ -50,6 +50,8 @@ pub struct Setup<'a> {
     pub backoff_max: Option<f64>,
     /// Extra logging (syncd `-v`), to count committed windows.
     pub verbose: bool,
+    /// A command syncd runs under (profiling), e.g. `valgrind --tool=callgrind`.
+    pub syncd_prefix: &'a [String],
 }
 
 /// CPU seconds from /proc/PID/stat.
@@ -103,6 +105,18 @@ impl Daemon {
             log,
             started,
         })
+    }
+
+    /// Under callgrind, dumps the profile so far (the start-up) into its
+    /// own file, so the final dump holds the change alone.
+    pub fn profile_checkpoint(&self, s: &Setup) {
+        if self.kind == Kind::Syncd && s.syncd_prefix.iter().any(|a| a.contains("callgrind")) {
+            let _ = Command::new("callgrind_control")
+                .arg("--dump=start-up")
+                .arg(self.pid().to_string())
+                .stdout(Stdio::null())
+                .status();
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -173,16 +187,22 @@ impl Daemon {
         })
     }
 
-    /// Peak resident set size (VmHWM), in MiB.
-    pub fn peak_rss_mib(&self) -> Result<f64> {
+    /// Peak resident set size (VmHWM) and the anonymous (private) part of
+    /// the current one (RssAnon), in MiB. VmHWM also counts the pages of
+    /// the program and its libraries that were ever touched, which page
+    /// cache shares with every other process mapping them.
+    pub fn rss_mib(&self) -> Result<(f64, f64)> {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        let kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .context("no VmHWM in /proc/PID/status")?;
-        Ok(kib / 1024.0)
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .map(|kib| kib / 1024.0)
+                .with_context(|| format!("no {name} in /proc/PID/status"))
+        };
+        Ok((field("VmHWM:")?, field("RssAnon:")?))
     }
 
     /// SIGTERM, then SIGKILL after 30 s.
@@ -214,7 +234,14 @@ impl Drop for Daemon {
 fn syncd_command(s: &Setup, bin: &Path) -> Command {
     let mut src = s.src.as_os_str().to_os_string();
     src.push("/./");
-    let mut cmd = Command::new(bin);
+    let mut cmd = match s.syncd_prefix.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
     if s.verbose {
         cmd.arg("-v");
     }

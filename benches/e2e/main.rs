@@ -19,12 +19,14 @@
 //! - time to mirror: from the end of the window holding the last change
 //!   (last change + delay; for the backlog, the moment DEST became writable
 //!   again) to the moment DEST first was an exact mirror of SOURCE (names,
-//!   types, contents, permission bits, symlink targets). Trees are compared
-//!   only between rsync runs and a success is dated to the end of the last
-//!   run (see `monitor`). It can be slightly negative: a window that opened
-//!   before the last change closes before last change + delay. A daemon that
-//!   does not get there within a timeout (60 s, or 20× the catch-up rsync)
-//!   is "never";
+//!   types, contents, permission bits, symlink targets). Both daemons write
+//!   DEST only through rsync, so that moment is the end of an rsync run:
+//!   DEST is digested after each run and the digests are matched against
+//!   SOURCE's afterwards (see `measure` and `mirror`; reading SOURCE while
+//!   syncd watches it would cost syncd CPU for every file opened). It can
+//!   be slightly negative: a window that opened before the last change
+//!   closes before last change + delay. A daemon that does not get there
+//!   within a timeout (60 s, or 20× the catch-up rsync) is "never";
 //! - rsync runs started from the first change on (for the backlog, from the
 //!   destination's return), and runs per window: runs divided by the number
 //!   of `delay`-long windows the change spans, floor((last − first) / delay) + 1;
@@ -33,7 +35,8 @@
 //!   difference between the end of its start-up sync and the end of the
 //!   change; the start-up sync's own CPU and wall time separately;
 //! - peak RSS: VmHWM from /proc/PID/status just before SIGTERM (the whole
-//!   life of the daemon, start-up on the workload's tree included);
+//!   life of the daemon, start-up on the workload's tree included), with
+//!   the anonymous part of the RSS at that moment beside it;
 //! - whether DEST is an exact mirror at the end.
 //!
 //! The reference rows time `rsync -a --delete SRC/ DST/` on the pre-change
@@ -98,6 +101,12 @@ struct Opts {
     /// Keep every run's trees and logs.
     #[arg(long)]
     keep: bool,
+    /// Run syncd under this command, for profiling: with
+    /// "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p" the
+    /// start-up goes into its own dump (callgrind_control) and the final
+    /// one holds the change alone. Figures taken this way are meaningless.
+    #[arg(long, value_name = "CMD")]
+    syncd_prefix: Option<String>,
     /// Passed by `cargo bench`; without it nothing runs.
     #[arg(long, hide = true)]
     bench: bool,
@@ -146,6 +155,11 @@ fn run(opts: &Opts) -> Result<()> {
         delay: opts.delay,
         timeout_s: opts.timeout,
         keep: opts.keep,
+        syncd_prefix: opts
+            .syncd_prefix
+            .as_deref()
+            .map(|p| p.split_whitespace().map(String::from).collect())
+            .unwrap_or_default(),
     };
     let load_before = loadavg();
     let started = tree::now();

@@ -60,6 +60,10 @@ fn secs(x: f64) -> String {
     }
 }
 
+fn mib(x: f64) -> String {
+    format!("{x:.1}")
+}
+
 fn num(x: f64) -> String {
     if x.fract() == 0.0 {
         format!("{x:.0}")
@@ -109,9 +113,9 @@ pub fn workload_table(w: &WorkloadResult, out: &mut String) {
     };
     let _ = writeln!(
         out,
-        "| | {after} | rsync runs | runs / window | daemon CPU | children CPU | peak RSS | start-up (CPU) | exact |"
+        "| | {after} | change took | rsync runs | runs / window | daemon CPU | children CPU | peak RSS | start-up (CPU) | exact |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
     for (kind, runs) in [(Kind::Syncd, &w.syncd), (Kind::Lsyncd, &w.lsyncd)] {
         if runs.is_empty() {
             continue;
@@ -136,14 +140,15 @@ pub fn workload_table(w: &WorkloadResult, out: &mut String) {
         }
         let _ = writeln!(
             out,
-            "| {} | {time} | {count} | {per_window} | {} | {} | {} | {} ({}) | {}/{} |",
+            "| {} | {time} | {} | {count} | {per_window} | {} | {} | {} | {} ({}) | {}/{} |",
             kind.name(),
+            summary(&col(runs, |r| r.change_s), secs, " s"),
             summary(&col(runs, |r| r.cpu_s), secs, " s"),
             summary(&col(runs, |r| r.children_cpu_s), secs, " s"),
-            summary(
-                &col(runs, |r| r.peak_rss_mib),
-                |x| format!("{x:.1}"),
-                " MiB"
+            format!(
+                "{} ({} anon)",
+                summary(&col(runs, |r| r.peak_rss_mib), mib, " MiB"),
+                summary(&col(runs, |r| r.anon_rss_mib), mib, "")
             ),
             summary(&col(runs, |r| r.ready_s), secs, " s"),
             summary(&col(runs, |r| r.startup_cpu_s), secs, " s"),
@@ -160,14 +165,14 @@ pub fn workload_table(w: &WorkloadResult, out: &mut String) {
         let noop_cpu: Vec<f64> = r.iter().map(|x| x.noop_cpu_s).collect();
         let _ = writeln!(
             out,
-            "| catch-up `rsync -a --delete` | {} | 1 | – | – | {} | – | – | {exact}/{} |",
+            "| catch-up `rsync -a --delete` | {} | – | 1 | – | – | {} | – | – | {exact}/{} |",
             summary(&catchup, secs, " s"),
             summary(&catchup_cpu, secs, " s"),
             r.len()
         );
         let _ = writeln!(
             out,
-            "| no-op `rsync -a --delete` | {} | 1 | – | – | {} | – | – | – |",
+            "| no-op `rsync -a --delete` | {} | – | 1 | – | – | {} | – | – | – |",
             summary(&noop, secs, " s"),
             summary(&noop_cpu, secs, " s"),
         );
