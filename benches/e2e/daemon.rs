@@ -108,15 +108,40 @@ impl Daemon {
     }
 
     /// Under callgrind, dumps the profile so far (the start-up) into its
-    /// own file, so the final dump holds the change alone.
+    /// own file and switches instrumentation on (for `--instr-atstart=no`),
+    /// so the final dump holds the change alone.
     pub fn profile_checkpoint(&self, s: &Setup) {
         if self.kind == Kind::Syncd && s.syncd_prefix.iter().any(|a| a.contains("callgrind")) {
-            let _ = Command::new("callgrind_control")
-                .arg("--dump=start-up")
-                .arg(self.pid().to_string())
-                .stdout(Stdio::null())
-                .status();
+            for arg in ["--dump=start-up", "--instr=on"] {
+                let _ = Command::new("callgrind_control")
+                    .arg(arg)
+                    .arg(self.pid().to_string())
+                    .stdout(Stdio::null())
+                    .status();
+            }
         }
+    }
+
+    /// Waits until the daemon stops using CPU (less than one clock tick in
+    /// `quiet`): the end of the start-up includes digesting the events its
+    /// own first rsync run caused, which must not count as the change's.
+    pub fn wait_idle(&mut self, quiet: Duration, within: Duration) -> Result<()> {
+        let t = Instant::now();
+        let mut last = (Instant::now(), self.cpu()?.own);
+        while t.elapsed() < within {
+            std::thread::sleep(Duration::from_millis(100));
+            self.check_alive()?;
+            let now = self.cpu()?.own;
+            if now - last.1 > 0.011 {
+                last = (Instant::now(), now);
+            } else if last.0.elapsed() >= quiet {
+                return Ok(());
+            }
+        }
+        bail!(
+            "{} kept using CPU for {within:?} after its start-up sync",
+            self.kind.name()
+        )
     }
 
     pub fn pid(&self) -> i32 {

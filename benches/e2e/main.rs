@@ -73,12 +73,16 @@ use report::WorkloadResult;
 #[derive(Debug, Parser)]
 #[command(name = "e2e")]
 struct Opts {
-    /// Reduced sizes (the scale run has 20,000 files instead of 1,000,000).
+    /// Reduced sizes, for a quick look (about 15 minutes).
     #[arg(long)]
     quick: bool,
     /// Runs per workload and daemon.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Files in the scale run's tree (ten per directory); default
+    /// 1,000,000, or 20,000 with --quick.
+    #[arg(long, value_name = "N")]
+    scale_files: Option<usize>,
     /// Only these workloads (repeatable): small-files, burst, dir-rename,
     /// tree-delete, trickle, deep-tree, backlog, scale.
     #[arg(long = "workload", value_name = "NAME")]
@@ -135,7 +139,10 @@ fn run(opts: &Opts) -> Result<()> {
     }
     let syncd = PathBuf::from(env!("CARGO_BIN_EXE_syncd"));
     let kinds = selected_daemons(opts)?;
-    let mut selected = workloads::all(opts.quick);
+    let scale_files = opts
+        .scale_files
+        .unwrap_or(if opts.quick { 20_000 } else { 1_000_000 });
+    let mut selected = workloads::all(opts.quick, scale_files);
     let names: Vec<String> = selected.iter().map(|w| w.name().to_string()).collect();
     for n in opts.workloads.iter() {
         if !names.contains(n) {
@@ -325,6 +332,9 @@ fn command_line(opts: &Opts) -> String {
     }
     for d in &opts.daemons {
         c.push_str(&format!(" --daemon {d}"));
+    }
+    if let Some(n) = opts.scale_files {
+        c.push_str(&format!(" --scale-files {n}"));
     }
     if opts.delay != 1.0 {
         c.push_str(&format!(" --delay {}", opts.delay));

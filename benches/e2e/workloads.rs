@@ -82,8 +82,9 @@ pub trait Workload {
     fn change(&self, cx: &Ctx) -> Result<Span>;
 }
 
-/// Every workload, full-size or reduced (`--quick`).
-pub fn all(quick: bool) -> Vec<Box<dyn Workload>> {
+/// Every workload, full-size or reduced (`--quick`); the scale run has
+/// `scale_files` files (ten per directory).
+pub fn all(quick: bool, scale_files: usize) -> Vec<Box<dyn Workload>> {
     let q = |full, small| if quick { small } else { full };
     vec![
         Box::new(SmallFiles {
@@ -118,12 +119,7 @@ pub fn all(quick: bool) -> Vec<Box<dyn Workload>> {
             delay: 0.01,
             spacing_s: 0.04,
         }),
-        Box::new(Scale {
-            top: q(100, 20),
-            leaves: q(1_000, 100),
-            per_dir: 10,
-            quick,
-        }),
+        Box::new(Scale::new(scale_files)),
     ]
 }
 
@@ -563,23 +559,31 @@ struct Scale {
     top: usize,
     leaves: usize,
     per_dir: usize,
-    quick: bool,
 }
 
 impl Scale {
+    /// `files` files, ten per directory, in parents of up to 1,000
+    /// directories each.
+    fn new(files: usize) -> Scale {
+        let per_dir = 10;
+        let dirs = (files / per_dir).max(100);
+        let leaves = dirs.min(1_000);
+        Scale {
+            top: dirs / leaves,
+            leaves,
+            per_dir,
+        }
+    }
     fn leaf(&self, i: usize) -> String {
         format!("s/t{:03}/l{:04}", i / self.leaves, i % self.leaves)
     }
     fn dirs(&self) -> usize {
         self.top * self.leaves
     }
-    /// How many directories each part of the change touches.
+    /// How many directories each part of the change touches: 100 in the
+    /// full run, fewer in small trees.
     fn touched(&self) -> usize {
-        if self.quick {
-            20
-        } else {
-            100
-        }
+        (self.dirs() / 1_000).clamp(10, 100)
     }
 }
 
