@@ -96,9 +96,14 @@ struct Opts {
     /// The least time a daemon gets to reach an exact mirror, in seconds.
     #[arg(long, default_value_t = 60.0)]
     timeout: f64,
-    /// Where the trees are built (removed after each run).
-    #[arg(long, default_value = "/tmp/syncd-e2e")]
-    work_dir: PathBuf,
+    /// Where the trees are built (removed after each run); default
+    /// /dev/shm/syncd-e2e (tmpfs: no disk noise), else /tmp/syncd-e2e.
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Where trees too big for memory are built (the scale run from
+    /// 100,000 files on).
+    #[arg(long, value_name = "DIR", default_value = "/tmp/syncd-e2e")]
+    disk_dir: PathBuf,
     /// The Markdown report (a `.json` with the raw figures goes next to it).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -168,6 +173,7 @@ fn run(opts: &Opts) -> Result<()> {
             .map(|p| p.split_whitespace().map(String::from).collect())
             .unwrap_or_default(),
     };
+    let work_dir = opts.work_dir.clone().unwrap_or_else(default_work_dir);
     let load_before = loadavg();
     let started = tree::now();
     let mut results = Vec::new();
@@ -184,7 +190,7 @@ fn run(opts: &Opts) -> Result<()> {
             errors: Vec::new(),
         };
         for run in 1..=opts.runs {
-            let base = opts.work_dir.join(w.name());
+            let base = if w.big() { &opts.disk_dir } else { &work_dir }.join(w.name());
             let catchup =
                 match measure::reference(w.as_ref(), &env, &base.join(format!("rsync-{run}"))) {
                     Ok(r) => {
@@ -237,7 +243,14 @@ fn run(opts: &Opts) -> Result<()> {
         results.push(res);
     }
     let minutes = (tree::now() - started) / 60.0;
-    let md = render(opts, &results, &lsyncd_version, &load_before, minutes);
+    let md = render(
+        opts,
+        &work_dir,
+        &results,
+        &lsyncd_version,
+        &load_before,
+        minutes,
+    );
     print!("{md}");
     let out = opts
         .out
@@ -272,6 +285,7 @@ fn selected_daemons(opts: &Opts) -> Result<Vec<Kind>> {
 /// The report: machine, command, per-workload tables, targets.
 fn render(
     opts: &Opts,
+    work_dir: &Path,
     results: &[WorkloadResult],
     lsyncd: &str,
     load_before: &str,
@@ -294,9 +308,12 @@ fn render(
     );
     let _ = writeln!(
         md,
-        "- kernel {}; work dir on {}",
+        "- kernel {}; trees on {} ({}), the scale run's from 100,000 files on {} ({})",
         shell("uname -r").trim(),
-        fs_of(&opts.work_dir)
+        fs_of(work_dir),
+        work_dir.display(),
+        fs_of(&opts.disk_dir),
+        opts.disk_dir.display()
     );
     let _ = writeln!(
         md,
@@ -373,8 +390,18 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// /dev/shm when it is a tmpfs (trees in memory: no disk noise, no
+/// file system artefacts), else /tmp.
+fn default_work_dir() -> PathBuf {
+    if fs_of(Path::new("/dev/shm")) == "tmpfs" {
+        PathBuf::from("/dev/shm/syncd-e2e")
+    } else {
+        PathBuf::from("/tmp/syncd-e2e")
+    }
+}
+
 fn fs_of(p: &Path) -> String {
-    let dir = if p.exists() { p } else { Path::new("/tmp") };
+    let dir = p.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
     let out = shell(&format!("df -T '{}' | tail -1", dir.display()));
     out.split_whitespace().nth(1).unwrap_or("?").to_string()
 }

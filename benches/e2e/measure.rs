@@ -23,7 +23,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -95,9 +96,29 @@ struct Dirs {
     dst: PathBuf,
 }
 
+/// When a big tree was last removed (see [`Dirs::done`]).
+static BIG_REMOVAL: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// How long ext4 without a journal avoids reusing a deleted inode once its
+/// inode table block is clean (`recently_deleted()` in fs/ext4/ialloc.c:
+/// 60 s, plus 300 s while the block is dirty), plus a margin.
+const INODE_RECENCY: Duration = Duration::from_secs(65);
+
 impl Dirs {
-    fn fresh(root: &Path) -> Result<Dirs> {
+    /// Empty SOURCE and DEST directories at `root`. After a big tree was
+    /// removed on the same file system, waits until its inodes are no
+    /// longer "recently deleted": ext4 without a journal (this machine's
+    /// root file system) skips such inodes one by one when it allocates
+    /// new ones, which after a million deletions makes every file creation
+    /// slow for minutes and would be measured as the daemons' cost.
+    fn fresh(root: &Path, big: bool) -> Result<Dirs> {
         remove_all(root).with_context(|| format!("removing {}", root.display()))?;
+        if big {
+            let last = BIG_REMOVAL.lock().ok().and_then(|l| *l);
+            if let Some(t) = last {
+                std::thread::sleep(INODE_RECENCY.saturating_sub(t.elapsed()));
+            }
+        }
         std::fs::create_dir_all(root)?;
         Ok(Dirs {
             root: root.to_path_buf(),
@@ -113,10 +134,21 @@ impl Dirs {
         Ok(twin.files)
     }
 
-    fn done(&self, keep: bool) {
-        if !keep {
-            if let Err(e) = remove_all(&self.root) {
-                eprintln!("e2e: cannot remove {}: {e}", self.root.display());
+    /// Removes the trees (unless `keep`); after a big one, writes the
+    /// freed inode table blocks out, which shortens ext4's memory of them
+    /// to a minute (see [`Dirs::fresh`]).
+    fn done(&self, keep: bool, big: bool) {
+        if keep {
+            return;
+        }
+        if let Err(e) = remove_all(&self.root) {
+            eprintln!("e2e: cannot remove {}: {e}", self.root.display());
+        }
+        if big {
+            // SAFETY: sync has no preconditions.
+            unsafe { libc::sync() };
+            if let Ok(mut l) = BIG_REMOVAL.lock() {
+                *l = Some(Instant::now());
             }
         }
     }
@@ -124,7 +156,7 @@ impl Dirs {
 
 /// The reference: catch-up rsync of the change, then a no-op rsync.
 pub fn reference(w: &dyn Workload, env: &Env, root: &Path) -> Result<RefRun> {
-    let d = Dirs::fresh(root)?;
+    let d = Dirs::fresh(root, w.big())?;
     d.prepare(w)?;
     let delay = w.delay(env.delay);
     let cx = Ctx {
@@ -146,7 +178,7 @@ pub fn reference(w: &dyn Workload, env: &Env, root: &Path) -> Result<RefRun> {
         ));
     }
     let (noop_s, noop_cpu_s) = timed_rsync(env, &d, &mut notes)?;
-    d.done(env.keep);
+    d.done(env.keep, w.big());
     Ok(RefRun {
         catchup_s,
         catchup_cpu_s,
@@ -196,7 +228,7 @@ pub fn daemon(
     root: &Path,
     catchup_s: f64,
 ) -> Result<DaemonRun> {
-    let d = Dirs::fresh(root)?;
+    let d = Dirs::fresh(root, w.big())?;
     let files = d.prepare(w)?;
     let work = d.root.join("work");
     std::fs::create_dir_all(&work)?;
@@ -308,7 +340,7 @@ pub fn daemon(
             .collect(),
     };
     drop(mon);
-    d.done(env.keep);
+    d.done(env.keep, w.big());
     Ok(result)
 }
 

@@ -78,6 +78,10 @@ pub trait Workload {
     fn backlog(&self) -> bool {
         false
     }
+    /// Whether the trees are too big for tmpfs (they go to the disk dir).
+    fn big(&self) -> bool {
+        false
+    }
     fn prepare(&self, t: &mut Twin) -> Result<()>;
     fn change(&self, cx: &Ctx) -> Result<Span>;
 }
@@ -590,6 +594,9 @@ impl Scale {
 impl Workload for Scale {
     fn name(&self) -> &'static str {
         "scale"
+    }
+    fn big(&self) -> bool {
+        self.dirs() * self.per_dir >= 100_000
     }
     fn about(&self) -> String {
         let n = self.touched();
