@@ -138,18 +138,18 @@ pub fn workload_table(w: &WorkloadResult, out: &mut String) {
             let during = summary(&col(runs, |r| r.outage_runs as f64), num, "");
             count = format!("{count} (+ {during} during the outage)");
         }
+        let rss = format!(
+            "{} ({} anon)",
+            summary(&col(runs, |r| r.peak_rss_mib), mib, " MiB"),
+            summary(&col(runs, |r| r.anon_rss_mib), mib, "")
+        );
         let _ = writeln!(
             out,
-            "| {} | {time} | {} | {count} | {per_window} | {} | {} | {} | {} ({}) | {}/{} |",
+            "| {} | {time} | {} | {count} | {per_window} | {} | {} | {rss} | {} ({}) | {}/{} |",
             kind.name(),
             summary(&col(runs, |r| r.change_s), secs, " s"),
             summary(&col(runs, |r| r.cpu_s), secs, " s"),
             summary(&col(runs, |r| r.children_cpu_s), secs, " s"),
-            format!(
-                "{} ({} anon)",
-                summary(&col(runs, |r| r.peak_rss_mib), mib, " MiB"),
-                summary(&col(runs, |r| r.anon_rss_mib), mib, "")
-            ),
             summary(&col(runs, |r| r.ready_s), secs, " s"),
             summary(&col(runs, |r| r.startup_cpu_s), secs, " s"),
             runs.iter().filter(|r| r.exact).count(),
