@@ -60,6 +60,19 @@ fn priority(level: Level) -> u8 {
     }
 }
 
+/// The level a record is shown at. notify 8.2.2 warns "Unable to remove
+/// the path from the watches" for every watched directory that is deleted
+/// or moved away (inotify reports it twice, and the second removal finds
+/// nothing): routine, not something an operator should be woken for, so
+/// notify's inotify backend is heard at debug level only.
+fn level_of(target: &str, level: Level) -> Level {
+    if target.starts_with("notify::inotify") && level == Level::Warn {
+        Level::Debug
+    } else {
+        level
+    }
+}
+
 impl Log for Logger {
     fn enabled(&self, m: &Metadata) -> bool {
         let max = if m.target().starts_with("syncd") {
@@ -67,16 +80,17 @@ impl Log for Logger {
         } else {
             self.deps
         };
-        m.level() <= max
+        level_of(m.target(), m.level()) <= max
     }
 
     fn log(&self, r: &Record) {
         if !self.enabled(r.metadata()) {
             return;
         }
+        let level = level_of(r.target(), r.level());
         match &self.sink {
             Sink::Stderr { journal: true } => {
-                let line = format!("<{}>{}\n", priority(r.level()), r.args());
+                let line = format!("<{}>{}\n", priority(level), r.args());
                 let _ = std::io::stderr().lock().write_all(line.as_bytes());
             }
             Sink::Stderr { journal: false } => {
@@ -88,7 +102,7 @@ impl Log for Logger {
                     utc_iso(now.as_secs()),
                     now.subsec_millis(),
                     std::process::id(),
-                    r.level(),
+                    level,
                     r.args()
                 );
                 // One write per line, so lines from threads do not interleave.
@@ -99,7 +113,7 @@ impl Log for Logger {
                 path,
                 facility,
             } => {
-                let pri = u32::from(*facility) * 8 + u32::from(priority(r.level()));
+                let pri = u32::from(*facility) * 8 + u32::from(priority(level));
                 let line = format!("<{pri}>syncd[{}]: {}", std::process::id(), r.args());
                 if let Ok(mut s) = socket.lock() {
                     // syslogd may have restarted: reconnect once on failure.
@@ -216,6 +230,21 @@ mod tests {
         assert_eq!(super::utc_iso(0), "1970-01-01T00:00:00");
         assert_eq!(super::utc_iso(1_795_665_504), "2026-11-26T03:58:24");
         assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00Z");
+    }
+
+    #[test]
+    fn notify_s_routine_warnings_are_debug() {
+        use log::Level;
+        assert_eq!(
+            super::level_of("notify::inotify", Level::Warn),
+            Level::Debug
+        );
+        assert_eq!(
+            super::level_of("notify::inotify", Level::Error),
+            Level::Error
+        );
+        assert_eq!(super::level_of("syncd::watch", Level::Warn), Level::Warn);
+        assert_eq!(super::level_of("sled::pagecache", Level::Warn), Level::Warn);
     }
 
     #[test]
