@@ -98,8 +98,13 @@ fn random_op(dir: &Dir, rng: &mut Rng) {
     }
 }
 
-/// Which stage the daemon was in when it was killed, from its log.
-fn phase(log: &str) -> &'static str {
+/// Which stage the daemon was in when it was killed, from its log and the
+/// store: a changeset in the store whose commit was never logged was
+/// killed inside the commit, after sled's flush and before the log line.
+fn phase(log: &str, unlogged_commit: bool) -> &'static str {
+    if unlogged_commit {
+        return "during a commit (flushed, not yet logged)";
+    }
     let last = log
         .lines()
         .rev()
@@ -119,6 +124,37 @@ fn phase(log: &str) -> &'static str {
     } else {
         "window open or idle"
     }
+}
+
+/// Lets the window close on one change after a quiet spell, and kills the
+/// daemon when its commit is due: the window opens with the change's event
+/// and closes 100 ms later (`--delay 0.1`), and a commit with its flush
+/// takes about a millisecond, so a kill spread over the 4 ms around that
+/// moment lands before, inside or just after it.
+fn kill_at_the_commit(d: &Daemon, dir: &Dir, rng: &mut Rng) {
+    std::thread::sleep(Duration::from_millis(300));
+    random_op(dir, rng);
+    let t0 = Instant::now();
+    let at = Duration::from_millis(99) + Duration::from_micros(rng.below(4000));
+    while t0.elapsed() < at {
+        std::hint::spin_loop();
+    }
+    d.signal(libc::SIGKILL);
+}
+
+/// Kills the daemon as soon as its log announces an ack, polling the log
+/// file every 100 µs: the store is then in the middle of (or just past)
+/// removing the acknowledged changesets.
+fn kill_at_the_ack(d: &Daemon) {
+    let before = d.log().matches("acking changesets").count();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        if d.log().matches("acking changesets").count() > before {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    d.signal(libc::SIGKILL);
 }
 
 /// Start, random changes, `kill -9` at a random moment, restart; `cycles`
@@ -144,14 +180,26 @@ fn crash_torture_kill_9_at_random_moments_loses_nothing() {
             random_op(&dir, &mut rng);
             std::thread::sleep(Duration::from_millis(rng.below(30)));
         }
-        std::thread::sleep(Duration::from_millis(rng.below(400)));
-        d.signal(libc::SIGKILL);
+        // Half the cycles kill at a random moment; the others aim at the
+        // two stages that last a millisecond or less and so are rarely hit
+        // at random: the commit that closes a window, and the ack.
+        match cycle % 4 {
+            2 => kill_at_the_commit(&d, &dir, &mut rng),
+            3 => kill_at_the_ack(&d),
+            _ => {
+                std::thread::sleep(Duration::from_millis(rng.below(400)));
+                d.signal(libc::SIGKILL);
+            }
+        }
         std::thread::sleep(Duration::from_millis(50));
         let log = d.log();
         drop(d);
-        *phases.entry(phase(&log)).or_default() += 1;
         let (committed, acked) = committed_and_acked(&log);
         let pending = pending_seqs(&dir.state());
+        // Sequence numbers only grow, so a pending one above every logged
+        // commit of this cycle was committed and not yet logged.
+        let unlogged = matches!((pending.last(), committed.last()), (Some(p), Some(c)) if p > c);
+        *phases.entry(phase(&log, unlogged)).or_default() += 1;
         for seq in committed {
             if acked.iter().any(|&(a, b)| a <= seq && seq <= b) {
                 continue;
