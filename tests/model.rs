@@ -506,37 +506,19 @@ impl Sim {
         match op {
             Op::Create { dir, name, len } => {
                 let p = join(&index(&self.src.dirs(), dir), name);
-                let evs = match self.src.get(&p) {
-                    None => {
-                        let data = self.content(*len);
-                        self.src
-                            .0
-                            .insert(p.clone(), Node::File { data, mode: 0o644 });
-                        NEW_FILE
-                    }
-                    Some(Node::File { .. }) => {
-                        self.overwrite(&p, *len);
-                        REWRITTEN
-                    }
-                    Some(_) => return Ok(()),
+                let evs = match self.write_file(&p, *len) {
+                    Some(true) => NEW_FILE,
+                    Some(false) => REWRITTEN,
+                    None => return Ok(()),
                 };
                 self.emit_all(&p, evs);
             }
             Op::Open { dir, name, len } => {
                 let p = join(&index(&self.src.dirs(), dir), name);
-                let evs = match self.src.get(&p) {
-                    None => {
-                        let data = self.content(*len);
-                        self.src
-                            .0
-                            .insert(p.clone(), Node::File { data, mode: 0o644 });
-                        &[Ev::Created, Ev::Modified][..]
-                    }
-                    Some(Node::File { .. }) => {
-                        self.overwrite(&p, *len);
-                        &[Ev::Modified][..]
-                    }
-                    Some(_) => return Ok(()),
+                let evs = match self.write_file(&p, *len) {
+                    Some(true) => &[Ev::Created, Ev::Modified][..],
+                    Some(false) => &[Ev::Modified][..],
+                    None => return Ok(()),
                 };
                 self.emit_all(&p, evs);
                 if !self.open.contains(&p) {
@@ -654,6 +636,26 @@ impl Sim {
             Op::Sync => self.drain()?,
         }
         Ok(())
+    }
+
+    /// Creates the file at `p` or overwrites the one there: `Some(true)`
+    /// when it is new, `Some(false)` when it was rewritten, `None` (nothing
+    /// done) when a directory or symlink holds the name.
+    fn write_file(&mut self, p: &[u8], len: u8) -> Option<bool> {
+        match self.src.get(p) {
+            None => {
+                let data = self.content(len);
+                self.src
+                    .0
+                    .insert(p.to_vec(), Node::File { data, mode: 0o644 });
+                Some(true)
+            }
+            Some(Node::File { .. }) => {
+                self.overwrite(p, len);
+                Some(false)
+            }
+            Some(_) => None,
+        }
     }
 
     fn overwrite(&mut self, p: &[u8], len: u8) {
