@@ -19,7 +19,7 @@ use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
 use syncd::changeset::{Changeset, Entry, Kind};
-use syncd::record::encode_changeset;
+use syncd::store::record::encode_changeset;
 use syncd::store::Store;
 
 /// `paths` file entries with realistic names, in optimizer order.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::aggregate::Aggregator;
 use crate::changeset::escape;
-use crate::pipeline::Pipeline;
+use crate::deliver::outbox::Pipeline;
 use crate::store::{now_ms, WriteError};
 
 const RETRY: Duration = Duration::from_secs(1);

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = syncd::cli::Cli::parse();
+    let cli = syncd::config::cli::Cli::parse();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let result: anyhow::Result<()> = syncd::run(cli, &mut out).map_err(anyhow::Error::from);

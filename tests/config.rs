@@ -213,7 +213,7 @@ fn check_config_starts_nothing() {
 #[test]
 fn the_shipped_example_config_parses() {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/syncd.toml.example");
-    let c = syncd::configfile::ConfigFile::load(&p).expect("the example config is valid");
+    let c = syncd::config::file::ConfigFile::load(&p).expect("the example config is valid");
     assert_eq!(c.dests().len(), 2);
     assert!(c.source().is_some());
 }

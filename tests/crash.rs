@@ -589,7 +589,7 @@ fn write_fixture(to: &Path) {
             &cs(vec![Entry::new(Kind::Attrs, b"d".to_vec())]),
         )
         .unwrap();
-    let letter = syncd::record::DeadLetter {
+    let letter = syncd::store::record::DeadLetter {
         changeset: cs(vec![Entry::new(Kind::Attrs, b"d".to_vec())]),
         error: "rsync exited with 1".into(),
         attempts: 3,

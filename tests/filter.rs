@@ -1,4 +1,4 @@
-//! Agreement of `syncd::filter` with real rsync: for a table of exclude
+//! Agreement of `syncd::config::filter` with real rsync: for a table of exclude
 //! patterns (and for random ones), the set of paths rsync copies from a tree
 //! full of tricky names equals exactly the set that `Filter::excluded`
 //! keeps, and the set a `--delete` run leaves on the destination of an
@@ -16,7 +16,7 @@ use std::process::Command;
 
 use proptest::prelude::*;
 use syncd::changeset::escape;
-use syncd::filter::{ExcludeArg, Filter, FilterError};
+use syncd::config::filter::{ExcludeArg, Filter, FilterError};
 
 /// One entry of a test tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -43,9 +43,10 @@ use proptest::sample::{select, Index};
 
 use syncd::aggregate::Aggregator;
 use syncd::changeset::{escape, is_below, join, Entry, Kind};
-use syncd::classify::{classify_with, Node as Stat};
+use syncd::deliver::classify::{classify_with, Node as Stat};
 use syncd::optimize::{optimize, DEFAULT_FULL_SYNC_THRESHOLD};
-use syncd::{record, rsync};
+use syncd::deliver::rsync;
+use syncd::store::record;
 
 /// A file name (one path component).
 type Name = &'static [u8];

@@ -24,7 +24,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
 use libfuzzer_sys::fuzz_target;
-use syncd::location::{dedupe_names, parse_dest, parse_source, Destination, Place};
+use syncd::config::location::{dedupe_names, parse_dest, parse_source, Destination, Place};
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)

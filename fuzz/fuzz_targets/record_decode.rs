@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use syncd::record;
+use syncd::store::record;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(c) = record::decode_changeset(data) {

@@ -137,7 +137,7 @@ impl Watch {
     }
 
     fn excluded(&self, e: &Entry) -> bool {
-        crate::filter::entry_excluded(|p, d| (self.exclude)(p, d), e)
+        crate::config::filter::entry_excluded(|p, d| (self.exclude)(p, d), e)
     }
 
     /// Adds watches for directories that appeared (notify itself drops the

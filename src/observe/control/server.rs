@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::error::{Error, Result};
 use crate::store::{now_ms, Store};
-use crate::worker::{DestConfig, Handle};
+use crate::deliver::worker::{DestConfig, Handle};
 
 use super::ops::{self, View};
 use super::protocol::{self, Failure, Reply, Request, MAX_LINE};

@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::changeset::escape;
 use crate::error::Result;
-use crate::record::DestStatus;
+use crate::store::record::DestStatus;
 use crate::store::{now_ms, Store};
-use crate::worker::{Live, State};
+use crate::deliver::worker::{Live, State};
 
 /// The state word of a destination the store knows but the running daemon
 /// does not replicate to (it was given in an earlier run).
@@ -181,7 +181,7 @@ pub struct Health {
     pub problem: Option<String>,
     /// While rsync runs a full sync to it: how far along it is.
     #[serde(default)]
-    pub progress: Option<crate::progress::Progress>,
+    pub progress: Option<crate::deliver::rsync::progress::Progress>,
 }
 
 /// The definition of "in error" that `syncd status` exits non-zero on:
@@ -339,7 +339,7 @@ pub fn age(s: f64) -> String {
 }
 
 fn when(unix: Option<u64>) -> String {
-    unix.map_or_else(|| "never".into(), crate::logger::utc)
+    unix.map_or_else(|| "never".into(), crate::observe::logger::utc)
 }
 
 /// The root is listed as `.` so that an empty path is visible.
@@ -414,7 +414,7 @@ mod tests {
             persisted: DestStatus::default(),
             attempts: 0,
             counters: Default::default(),
-            progress: Some(crate::progress::Progress {
+            progress: Some(crate::deliver::rsync::progress::Progress {
                 percent: Some(45),
                 bytes_done: 1_200_000_000,
                 bytes_total: Some(2_700_000_000),

@@ -19,14 +19,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use crate::changeset::{Entry, Kind};
-use crate::classify::{classify, RootGone};
-use crate::location::{Destination, Source};
+use crate::deliver::classify::{classify, RootGone};
+use crate::config::location::{Destination, Source};
 use crate::optimize::{optimize, tally};
-use crate::progress::{Progress, Tracker};
-use crate::record::{DeadLetter, DestStatus};
-use crate::rsync::{self, Class, Control, DestOptions, Outcome, Run};
+use crate::deliver::rsync::progress::{Progress, Tracker};
+use crate::store::record::{DeadLetter, DestStatus};
+use crate::deliver::rsync::{self, Class, Control, DestOptions, Outcome, Run};
 use crate::store::{now_ms, Store};
-use crate::watchdog::Watchdog;
+use crate::deliver::rsync::stall::Watchdog;
 
 /// Messages from the main loop to a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,9 +63,9 @@ pub struct WorkerSettings {
     pub dead_after: u32,
     /// The excludes: entries queued before an exclude was added are dropped
     /// here, so rsync is never given an excluded path explicitly.
-    pub filter: Arc<crate::filter::Filter>,
+    pub filter: Arc<crate::config::filter::Filter>,
     /// Run a full sync of an empty SOURCE even onto a destination that holds
-    /// data (`--allow-empty-source`); see [`crate::guard`].
+    /// data (`--allow-empty-source`); see [`crate::deliver::guard`].
     pub allow_empty_source: bool,
 }
 
@@ -115,7 +115,7 @@ pub struct Live {
     /// Consecutive failed attempts of the current batch.
     pub attempts: u32,
     /// Run counters for metrics.
-    pub counters: crate::metrics::Counters,
+    pub counters: crate::observe::metrics::Counters,
     /// The progress of the full sync rsync is running now, if it is one.
     pub progress: Option<Progress>,
 }
@@ -185,9 +185,9 @@ struct Stopped;
 
 impl Worker {
     fn main(mut self) {
-        crate::remote::prepare(&self.cfg.dest, &mut self.cfg.rsync);
+        crate::deliver::rsync::ssh::prepare(&self.cfg.dest, &mut self.cfg.rsync);
         let _ = self.run_loop();
-        crate::remote::close_master(&self.cfg.dest, &self.cfg.rsync);
+        crate::deliver::rsync::ssh::close_master(&self.cfg.dest, &self.cfg.rsync);
         self.set_state(State::Stopped);
     }
 
@@ -238,7 +238,7 @@ impl Worker {
             Ok(c) => {
                 let mut c = optimize(c, self.settings.full_threshold);
                 let f = &self.settings.filter;
-                c.retain(|e| !crate::filter::entry_excluded(|p, d| f.excluded(p, d), e));
+                c.retain(|e| !crate::config::filter::entry_excluded(|p, d| f.excluded(p, d), e));
                 c
             }
             Err(RootGone) => {
@@ -318,8 +318,8 @@ impl Worker {
             if stop {
                 return Err(Stopped);
             }
-            if out.class != Class::Success && crate::remote::link_suspect(&out) {
-                crate::remote::close_master(&self.cfg.dest, &self.cfg.rsync);
+            if out.class != Class::Success && crate::deliver::rsync::ssh::link_suspect(&out) {
+                crate::deliver::rsync::ssh::close_master(&self.cfg.dest, &self.cfg.rsync);
             }
             if out.code == Some(24) {
                 log::warn!("[{}] some source files vanished during the run (rsync 24); their own events sync them", self.name());
@@ -333,7 +333,7 @@ impl Worker {
             self.name(),
             classified.len(),
             started.elapsed().as_secs_f64(),
-            crate::progress::bytes(sent)
+            crate::deliver::rsync::progress::bytes(sent)
         );
         Ok(None)
     }
@@ -343,7 +343,7 @@ impl Worker {
     fn guard(&self) -> Result<Option<String>, Stopped> {
         let mut stop = false;
         let why =
-            crate::guard::before_full_sync(&self.cfg, &self.source, &self.settings.filter, || {
+            crate::deliver::guard::before_full_sync(&self.cfg, &self.source, &self.settings.filter, || {
                 stop |= matches!(
                     self.rx.try_recv(),
                     Ok(Cmd::Stop) | Err(TryRecvError::Disconnected)

@@ -7,17 +7,23 @@
 //! source (every sync would trigger another), a state directory inside the
 //! source (every commit would), two destinations with the same target.
 
+pub mod cli;
+pub mod destopts;
+pub mod file;
+pub mod filter;
+pub mod location;
+
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{RsyncArgs, RunArgs, StateArgs};
-use crate::configfile::{ConfigFile, FileDest};
-use crate::destopts::DestOptions;
+use crate::config::cli::{RsyncArgs, RunArgs, StateArgs};
+use crate::config::file::{ConfigFile, FileDest};
+use crate::config::destopts::DestOptions;
 use crate::error::{Error, Result};
-use crate::filter::{ExcludeArg, Filter};
-use crate::location::{dedupe_names, Destination, Place, Source};
-use crate::worker::{DestConfig, WorkerSettings};
+use crate::config::filter::{ExcludeArg, Filter};
+use crate::config::location::{dedupe_names, Destination, Place, Source};
+use crate::deliver::worker::{DestConfig, WorkerSettings};
 
 /// Everything `syncd run` needs.
 #[derive(Debug, Clone)]
@@ -39,7 +45,7 @@ pub struct RunConfig {
     /// Where to write the metrics textfile, if anywhere.
     pub metrics_textfile: Option<PathBuf>,
     /// The excludes, shared by the watcher, the workers and rsync.
-    pub filter: std::sync::Arc<crate::filter::Filter>,
+    pub filter: std::sync::Arc<crate::config::filter::Filter>,
     /// Free bytes kept on the state file system (`--state-min-free`).
     pub min_free: u64,
 }
@@ -232,7 +238,7 @@ impl RunConfig {
             window_cap: 50_000,
             metrics_listen: metrics_listen
                 .as_deref()
-                .map(crate::metrics::parse_listen)
+                .map(crate::observe::metrics::parse_listen)
                 .transpose()?,
             metrics_textfile,
             filter,
@@ -379,7 +385,7 @@ fn dest_options(
     for ((d, o), keys) in dests.iter().zip(&opts).zip(&own) {
         o.check_for(d, keys).map_err(Error::Usage)?;
     }
-    let dir = crate::remote::control_dir(state_dir);
+    let dir = crate::deliver::rsync::ssh::control_dir(state_dir);
     for o in &mut opts {
         o.control_dir = Some(dir.clone());
     }
@@ -472,9 +478,9 @@ mod tests {
         v.extend(args.iter().map(OsString::from));
         v.push(src.into());
         v.extend(["u@web1:/x", "h::mod/p", "/tmp/local-dst"].map(OsString::from));
-        let cli = crate::cli::Cli::try_parse_from(v).map_err(|e| Error::Usage(e.to_string()))?;
+        let cli = crate::config::cli::Cli::try_parse_from(v).map_err(|e| Error::Usage(e.to_string()))?;
         match cli.command {
-            crate::cli::Command::Run(a) => RunConfig::from_args(&a, None),
+            crate::config::cli::Command::Run(a) => RunConfig::from_args(&a, None),
             _ => unreachable!("parsed a run command"),
         }
     }

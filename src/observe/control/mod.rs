@@ -23,7 +23,7 @@ pub use protocol::{Reply, Request};
 pub use server::{Call, Server};
 
 use crate::error::{Error, Result};
-use crate::lock::{self, Lock};
+use crate::store::lock::{self, Lock};
 use crate::store::{self, Store};
 
 /// The control socket's name in the state directory.

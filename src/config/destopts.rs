@@ -13,7 +13,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use crate::location::{Destination, Place};
+use crate::config::location::{Destination, Place};
 
 /// The keys [`DestOptions::set`] takes, with a one-line description (the
 /// `--dest-opt` help and the README list them).
@@ -176,7 +176,7 @@ impl DestOptions {
             "watchdog" => self.watchdog_s = seconds(key, text(key, value)?, true)?,
             "control-persist" => self.control_persist_s = seconds(key, text(key, value)?, true)?,
             "rsh" => {
-                let words = crate::remote::split_command(value)?;
+                let words = crate::deliver::rsync::ssh::split_command(value)?;
                 if words.is_empty() {
                     return Err("rsh must name a program".into());
                 }

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use crate::changeset::{Entry, Kind};
-use crate::location::Source;
+use crate::config::location::Source;
 
 /// What `lstat` says a path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

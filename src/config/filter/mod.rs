@@ -18,7 +18,7 @@
 //! does not implement (includes, list clears) instead of guessing.
 //!
 //! Names are matched as rsync sees them: relative to rsync's transfer root
-//! (the virtual root, [`crate::location::Source::base`]), which is SOURCE's
+//! (the virtual root, [`crate::config::location::Source::base`]), which is SOURCE's
 //! `rel` path plus the root-relative path. An anchored pattern (`/build`)
 //! means "at the top of SOURCE" to a syncd user, so it is rewritten as
 //! `/<rel>/build` for rsync and matched in that form; an unanchored pattern
@@ -141,7 +141,7 @@ pub struct Filter {
 impl Filter {
     /// Builds the filter from the exclude options in command-line order.
     /// `rel` is SOURCE's path below the virtual root
-    /// ([`crate::location::Source::rel`]). Refuses include rules, list
+    /// ([`crate::config::location::Source::rel`]). Refuses include rules, list
     /// clears, unreadable files, and any pattern that would exclude SOURCE
     /// itself or a directory above it (rsync would then send nothing).
     pub fn new(args: &[ExcludeArg], rel: &[u8]) -> Result<Filter, FilterError> {

@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::destopts::DestOptions;
-use crate::location::{Destination, Place};
-use crate::rsync::Outcome;
+use crate::config::destopts::DestOptions;
+use crate::config::location::{Destination, Place};
+use crate::deliver::rsync::Outcome;
 
 /// Splits a remote-shell command as rsync splits `-e`: words are separated
 /// by spaces; single or double quotes group, and a doubled quote inside

@@ -16,11 +16,11 @@ use crossbeam_channel::select;
 
 use crate::aggregate::Aggregator;
 use crate::changeset::{escape, Entry};
-use crate::classify::classify;
+use crate::deliver::classify::classify;
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::optimize::optimize;
-use crate::rsync::{self, Run};
+use crate::deliver::rsync::{self, Run};
 use crate::watch::{self, Change};
 
 /// Runs the dry run until SIGTERM/SIGINT.
@@ -102,7 +102,7 @@ fn print(cfg: &RunConfig, out: &mut dyn Write, n: u64, entries: &[Entry]) -> Res
     let classified = match classify(&cfg.source, entries) {
         Ok(c) => {
             let mut c = optimize(c, cfg.workers.full_threshold);
-            c.retain(|e| !crate::filter::entry_excluded(|p, d| cfg.filter.excluded(p, d), e));
+            c.retain(|e| !crate::config::filter::entry_excluded(|p, d| cfg.filter.excluded(p, d), e));
             c
         }
         Err(_) => {

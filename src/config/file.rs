@@ -299,8 +299,8 @@ fn settings(
     for (k, v) in t {
         let key = k.get_ref().clone();
         let line = at(k.span());
-        if !crate::destopts::KEYS.iter().any(|(name, _)| *name == key) {
-            let known: Vec<&str> = crate::destopts::KEYS.iter().map(|(k, _)| *k).collect();
+        if !crate::config::destopts::KEYS.iter().any(|(name, _)| *name == key) {
+            let known: Vec<&str> = crate::config::destopts::KEYS.iter().map(|(k, _)| *k).collect();
             let also = if table == "[[dest]]" {
                 "target, name, "
             } else {
@@ -330,7 +330,7 @@ fn settings(
         };
         // Values are checked now, against a scratch set of options, so a bad
         // one is reported with its line whatever else is wrong.
-        let mut scratch = crate::destopts::DestOptions::default();
+        let mut scratch = crate::config::destopts::DestOptions::default();
         let mut check = |value: &OsString| {
             scratch
                 .set(&key, value)

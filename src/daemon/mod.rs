@@ -11,6 +11,8 @@
 //! workers (ending their rsync children), marks a clean shutdown, and
 //! returns.
 
+pub mod dryrun;
+
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
@@ -20,7 +22,7 @@ use crate::changeset::Entry;
 use crate::commit::Committer;
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
-use crate::pipeline::Pipeline;
+use crate::deliver::outbox::Pipeline;
 use crate::watch::{self, Change, RawEvent};
 
 /// Everything that can wake the main loop.
@@ -30,9 +32,9 @@ enum Event {
     /// A deadline passed (window close or commit retry).
     Tick,
     /// A request on the control socket.
-    Control(crate::control::Call),
+    Control(crate::observe::control::Call),
     /// A metrics scrape waiting for the text.
-    Scrape(crate::metrics::Scrape),
+    Scrape(crate::observe::metrics::Scrape),
 }
 
 /// How often the metrics textfile is rewritten.
@@ -44,15 +46,15 @@ pub fn run(cfg: RunConfig) -> Result<()> {
     std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
         .create(&cfg.state_dir)
         .map_err(|e| Error::io("cannot create the state directory", &cfg.state_dir, e))?;
-    let lock = crate::lock::acquire(&cfg.state_dir)?;
+    let lock = crate::store::lock::acquire(&cfg.state_dir)?;
     // Handlers first: a SIGTERM during a long start-up (a big store takes
     // seconds to open) then ends the daemon cleanly once it is up.
     let sig_rx = signals()?;
-    let control = crate::control::Server::start(&cfg.state_dir)?;
+    let control = crate::observe::control::Server::start(&cfg.state_dir)?;
     let program = &cfg.dests[0].rsync.program;
-    let version = crate::rsync::check_program(program).map_err(Error::Usage)?;
+    let version = crate::deliver::rsync::check_program(program).map_err(Error::Usage)?;
     log::debug!("using {version}");
-    crate::guard::at_start(&cfg)?;
+    crate::deliver::guard::at_start(&cfg)?;
     if cfg.reset_queue {
         if let Some(to) = crate::store::move_aside(&cfg.state_dir)? {
             log::warn!(
@@ -96,7 +98,7 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         lock.path().display()
     );
 
-    crate::service::ready(&format!(
+    crate::observe::service::ready(&format!(
         "watching {}, {} destination(s)",
         cfg.source.root.display(),
         cfg.dests.len()
@@ -107,9 +109,9 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         cfg.workers.full_threshold,
         cfg.hold,
     );
-    let (scrape_tx, scrape_rx) = crate::metrics::channel();
+    let (scrape_tx, scrape_rx) = crate::observe::metrics::channel();
     let listener = match cfg.metrics_listen {
-        Some(addr) => Some(crate::metrics::Listener::start(addr, scrape_tx)?),
+        Some(addr) => Some(crate::observe::metrics::Listener::start(addr, scrape_tx)?),
         None => None,
     };
     let mut d = Daemon {
@@ -143,8 +145,8 @@ struct Daemon {
     cfg: RunConfig,
     fs_rx: Receiver<RawEvent>,
     sig_rx: Receiver<i32>,
-    control: crate::control::Server,
-    scrape_rx: Receiver<crate::metrics::Scrape>,
+    control: crate::observe::control::Server,
+    scrape_rx: Receiver<crate::observe::metrics::Scrape>,
     started_unix: u64,
     next_textfile: Instant,
     window: Aggregator,
@@ -155,7 +157,7 @@ struct Daemon {
 
 impl Daemon {
     fn main_loop(&mut self) -> Result<()> {
-        let mut watchdog = crate::service::Watchdog::from_env();
+        let mut watchdog = crate::observe::service::Watchdog::from_env();
         loop {
             let now = Instant::now();
             watchdog.tick(now);
@@ -233,7 +235,7 @@ impl Daemon {
     /// failed store nothing of that is safe: the daemon just leaves, and
     /// the next start reconciles with a full sync.
     fn shutdown(&mut self) -> Result<()> {
-        crate::service::stopping();
+        crate::observe::service::stopping();
         self.watch.stop();
         if self.committer.poisoned() {
             log::error!(
@@ -283,26 +285,26 @@ impl Daemon {
                 .find(|w| w.name == d.dest.name)
                 .and_then(|w| w.live.lock().ok().map(|l| l.clone()));
             let target = d.dest.target.as_bytes();
-            match crate::inspect::report(p.store(), target, live.as_ref(), "stopped", 0) {
+            match crate::observe::inspect::report(p.store(), target, live.as_ref(), "stopped", 0) {
                 Ok(r) => rows.push((r, live.map(|l| l.counters).unwrap_or_default())),
                 Err(e) => log::warn!("metrics: cannot read the queue of {}: {e}", d.dest.name),
             }
         }
-        let dests: Vec<crate::metrics::DestMetrics<'_>> = rows
+        let dests: Vec<crate::observe::metrics::DestMetrics<'_>> = rows
             .iter()
-            .map(|(report, counters)| crate::metrics::DestMetrics {
+            .map(|(report, counters)| crate::observe::metrics::DestMetrics {
                 report,
                 counters: counters.clone(),
             })
             .collect();
-        Some(crate::metrics::render(&dests, self.started_unix))
+        Some(crate::observe::metrics::render(&dests, self.started_unix))
     }
 
     fn write_textfile(&self) {
         let (Some(path), Some(text)) = (&self.cfg.metrics_textfile, self.metrics_text()) else {
             return;
         };
-        if let Err(e) = crate::metrics::write_textfile(path, &text) {
+        if let Err(e) = crate::observe::metrics::write_textfile(path, &text) {
             log::warn!("cannot write the metrics textfile {}: {e}", path.display());
         }
     }

@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::inspect::{Inspection, StatusReport};
+use crate::observe::inspect::{Inspection, StatusReport};
 
 /// The protocol version this build speaks.
 pub const VERSION: u32 = 1;

@@ -11,6 +11,9 @@
 //! and the clean-shutdown marker that tells a restart whether it must
 //! reconcile with a full sync.
 
+pub mod lock;
+pub mod record;
+
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -20,7 +23,7 @@ use sled::Transactional;
 
 use crate::changeset::{Changeset, Entry};
 use crate::error::{Error, Result};
-use crate::record::{self, DeadLetter, DestStatus};
+use self::record::{DeadLetter, DestStatus};
 
 const NEXT_SEQ: &[u8] = b"next_seq";
 const CLEAN: &[u8] = b"clean_shutdown";

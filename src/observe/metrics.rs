@@ -17,7 +17,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::{Error, Result};
-use crate::inspect::Report;
+use crate::observe::inspect::Report;
 
 /// Counters a worker keeps for metrics (reset when the daemon restarts, as
 /// Prometheus counters may be).

@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 use crate::changeset::escape;
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
-use crate::filter::Filter;
-use crate::location::{Place, Source};
-use crate::rsync::{self, Control, Io};
-use crate::worker::DestConfig;
+use crate::config::filter::Filter;
+use crate::config::location::{Place, Source};
+use crate::deliver::rsync::{self, Control, Io};
+use crate::deliver::worker::DestConfig;
 
 /// What a destination holds where the mirror lands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -375,7 +375,7 @@ mod tests {
         assert!(source_is_empty(&s, &none));
         std::fs::create_dir(t.path().join("cache")).unwrap();
         assert!(!source_is_empty(&s, &none));
-        let f = Filter::new(&[crate::filter::ExcludeArg::Pattern("cache/".into())], b"").unwrap();
+        let f = Filter::new(&[crate::config::filter::ExcludeArg::Pattern("cache/".into())], b"").unwrap();
         assert!(source_is_empty(&s, &f));
     }
 

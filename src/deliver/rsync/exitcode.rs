@@ -208,7 +208,7 @@ mod tests {
     /// [`classify`], and every code of [`POLICY`] has a row.
     #[test]
     fn the_readme_table_matches_the_policy() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../../README.md");
         let start = readme
             .find("## Remote destinations and exit codes")
             .expect("README has the section");

@@ -11,15 +11,20 @@
 //! second reach the destination. rsync's stderr is read on its own thread
 //! (so a chatty rsync cannot deadlock against the list being written), each
 //! line logged with the destination's name, the tail kept for the status
-//! and scanned for permanent causes that [`crate::exitcode`] weighs with the
+//! and scanned for permanent causes that [`crate::deliver::rsync::exitcode`] weighs with the
 //! exit code. Every run is bounded: `--timeout` always, the transport's
-//! own bounds ([`crate::remote`] for ssh, `--contimeout` for daemons), and
+//! own bounds ([`crate::deliver::rsync::ssh`] for ssh, `--contimeout` for daemons), and
 //! the caller's poll function, which the worker uses for its progress
-//! [`crate::watchdog`]. `--partial-dir` (a single relative name, which rsync
+//! [`crate::deliver::rsync::stall`]. `--partial-dir` (a single relative name, which rsync
 //! itself keeps out of transfers and deletions) lets an interrupted large
 //! file resume instead of starting over. stdout is read on a third thread
-//! and handed, line by line, to the caller ([`crate::progress`] parses the
+//! and handed, line by line, to the caller ([`crate::deliver::rsync::progress`] parses the
 //! totals of every run and the progress of a full sync from it).
+
+pub mod exitcode;
+pub mod progress;
+pub mod ssh;
+pub mod stall;
 
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -31,10 +36,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::changeset::{Entry, Kind};
-pub use crate::destopts::DestOptions;
-pub use crate::exitcode::Class;
-use crate::exitcode::{self, Hint};
-use crate::location::{Destination, Place, Source};
+pub use crate::config::destopts::DestOptions;
+pub use crate::deliver::rsync::exitcode::Class;
+use self::exitcode::Hint;
+use crate::config::location::{Destination, Place, Source};
 
 /// Which of the two runs of a changeset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +58,7 @@ pub fn split(entries: &[Entry]) -> (Vec<&Entry>, Vec<&Entry>) {
 /// The argv (without the program) of a run: the strategy's flags, the
 /// totals on stdout (`--info=stats2`; with `progress`, also
 /// `--info=progress2` and `--no-inc-recursive`, so that the total is the
-/// whole tree's from the first line: see [`crate::progress`]), the bounds
+/// whole tree's from the first line: see [`crate::deliver::rsync::progress`]), the bounds
 /// (`--timeout` always; `-e` with ssh's bounds for remote-shell
 /// destinations, `--contimeout` for daemons), the destination's options,
 /// then `--`, the base and the target. The user's `rsync-arg`s come after
@@ -115,9 +120,9 @@ pub fn transport_args(dest: &Destination, opts: &DestOptions) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec![format!("--timeout={}", opts.timeout_s.max(1)).into()];
     match &dest.place {
         Place::Shell { .. } => {
-            if let Some(words) = crate::remote::rsh_words(dest, opts) {
+            if let Some(words) = crate::deliver::rsync::ssh::rsh_words(dest, opts) {
                 a.push("-e".into());
-                a.push(crate::remote::join_command(&words));
+                a.push(crate::deliver::rsync::ssh::join_command(&words));
             }
         }
         Place::Daemon { port, .. } => {

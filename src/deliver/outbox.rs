@@ -18,7 +18,7 @@ use crate::changeset::{Changeset, Entry};
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::store::{now_ms, Store};
-use crate::worker;
+use crate::deliver::worker;
 
 /// The store, its queues, and the workers running on it.
 pub struct Pipeline {

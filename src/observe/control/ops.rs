@@ -15,9 +15,9 @@ use crossbeam_channel::Sender;
 
 use crate::changeset::escape;
 use crate::error::{Error, Result};
-use crate::inspect::{self, DaemonInfo, Inspection, Report, StatusReport, STOPPED, UNCONFIGURED};
+use crate::observe::inspect::{self, DaemonInfo, Inspection, Report, StatusReport, STOPPED, UNCONFIGURED};
 use crate::store::{now_ms, Store};
-use crate::worker::{Cmd, DestConfig, Handle, Live};
+use crate::deliver::worker::{Cmd, DestConfig, Handle, Live};
 
 use super::protocol::{Changed, Moved, Reply, Request, VERSION};
 

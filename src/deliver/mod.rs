@@ -1,0 +1,7 @@
+//! Delivery: from committed changesets to rsync runs, and the acks.
+
+pub mod classify;
+pub mod guard;
+pub mod outbox;
+pub mod rsync;
+pub mod worker;
