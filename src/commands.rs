@@ -9,6 +9,7 @@ use std::path::Path;
 use crate::config::cli::{InspectArgs, PurgeArgs, RetryArgs, StatusArgs};
 use crate::config::file::ConfigFile;
 use crate::error::{Error, Result};
+use crate::observe::control::protocol::Action;
 use crate::observe::control::{self, Reply, Request};
 use crate::observe::inspect;
 
@@ -26,8 +27,7 @@ fn unexpected(reply: &Reply) -> Error {
 }
 
 pub fn written(r: std::io::Result<()>, out: &mut dyn Write) -> Result<()> {
-    r.and_then(|_| out.flush())
-        .map_err(|e| Error::io("cannot write to", "stdout", e))
+    r.and_then(|_| out.flush()).map_err(Error::Output)
 }
 
 fn json(out: &mut dyn Write, v: &impl serde::Serialize) -> std::io::Result<()> {
@@ -57,11 +57,7 @@ pub fn queue_inspect(
     written(r, out)
 }
 
-pub fn status(
-    a: &StatusArgs,
-    file: Option<&ConfigFile>,
-    out: &mut dyn Write,
-) -> Result<()> {
+pub fn status(a: &StatusArgs, file: Option<&ConfigFile>, out: &mut dyn Write) -> Result<()> {
     let dir = crate::config::state_dir(&a.state, file)?;
     let req = Request::Status {
         max_failures: a.max_failures,
@@ -108,11 +104,7 @@ pub fn status(
     Ok(())
 }
 
-pub fn queue_retry(
-    a: &RetryArgs,
-    file: Option<&ConfigFile>,
-    out: &mut dyn Write,
-) -> Result<()> {
+pub fn queue_retry(a: &RetryArgs, file: Option<&ConfigFile>, out: &mut dyn Write) -> Result<()> {
     let dir = crate::config::state_dir(&a.state, file)?;
     let req = Request::Retry {
         dest: a.dest.clone(),
@@ -120,11 +112,7 @@ pub fn queue_retry(
     changed(&dir, &req, out)
 }
 
-pub fn queue_purge(
-    a: &PurgeArgs,
-    file: Option<&ConfigFile>,
-    out: &mut dyn Write,
-) -> Result<()> {
+pub fn queue_purge(a: &PurgeArgs, file: Option<&ConfigFile>, out: &mut dyn Write) -> Result<()> {
     if !a.yes {
         return Err(Error::Usage(format!(
             "`syncd queue purge` drops every pending changeset and dead letter of {:?} for \
@@ -148,8 +136,8 @@ fn changed(dir: &Path, req: &Request, out: &mut dyn Write) -> Result<()> {
     };
     let mut r = Ok(());
     for m in &c.destinations {
-        let what = match (c.action.as_str(), m.changesets) {
-            ("purge", n) => format!("{n} changesets dropped"),
+        let what = match (c.action, m.changesets) {
+            (Action::Purge, n) => format!("{n} changesets dropped"),
             (_, 0) => "no dead letters".to_string(),
             (_, n) => format!("{n} dead changesets back in the queue"),
         };
@@ -158,7 +146,7 @@ fn changed(dir: &Path, req: &Request, out: &mut dyn Write) -> Result<()> {
             (true, false) => "; the daemon does not replicate to it",
             (false, _) => " (no daemon is running: done in the store)",
         };
-        r = r.and_then(|_| writeln!(out, "{}: {}: {what}{how}", c.action, m.name));
+        r = r.and_then(|_| writeln!(out, "{}: {}: {what}{how}", c.action.word(), m.name));
     }
     written(r, out)
 }

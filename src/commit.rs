@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use crate::aggregate::Aggregator;
 use crate::changeset::escape;
-use crate::deliver::outbox::Pipeline;
-use crate::store::{now_ms, WriteError};
+use crate::deliver::outbox::Outbox;
+use crate::store::now_ms;
 
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -60,7 +60,7 @@ impl Committer {
 
     /// Commits the window; on success clears it, on failure keeps it and
     /// schedules a retry. Returns whether it was committed.
-    pub fn commit_window(&mut self, pipe: &Pipeline, window: &mut Aggregator) -> bool {
+    pub fn commit_window(&mut self, outbox: &Outbox, window: &mut Aggregator) -> bool {
         if self.poisoned {
             self.postpone();
             return false;
@@ -72,7 +72,7 @@ impl Committer {
             return true;
         }
         let started = Instant::now();
-        match pipe.commit(&cs) {
+        match outbox.commit(&cs) {
             Ok(seq) => {
                 window.clear(now);
                 if let Some(since) = self.failing_since.take() {
@@ -91,13 +91,13 @@ impl Committer {
                 true
             }
             Err(e) => {
-                if let WriteError::Store(_) = e {
+                if e.is_fatal() {
                     log::error!(
                         "the queue store at {} failed a write: {e}; it cannot be used again in \
                          this process, so syncd keeps the changes in memory and restarts itself \
                          as soon as its file system has free space (a full sync then covers \
                          them)",
-                        pipe.store().path().display()
+                        outbox.store().path().display()
                     );
                     self.poisoned = true;
                 } else if self.failing_since.is_none() {

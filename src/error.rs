@@ -7,7 +7,10 @@
 //! handled where they happen, by retrying, and only show up in logs and in
 //! `queue inspect`; they have their own small types next to the code that
 //! retries them. Messages are lower-case sentences without a final period,
-//! so they read well after "syncd: error: ".
+//! so they read well after "syncd: error: ". Each message already says
+//! its cause, so one `{}` prints all an operator needs; the cause is also
+//! kept as the error's `source()` (sled's own error, an `io::Error`) for
+//! code that inspects it.
 
 use std::io;
 use std::path::PathBuf;
@@ -34,8 +37,22 @@ pub enum Error {
     Io {
         what: &'static str,
         path: PathBuf,
+        #[source]
         source: io::Error,
     },
+
+    /// A system call that is about no path failed (signal handlers, a
+    /// thread).
+    #[error("{what}: {source}")]
+    Os {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The command's output could not be written.
+    #[error("cannot write to standard output: {0}")]
+    Output(#[source] io::Error),
 
     /// Another syncd holds the state directory.
     #[error(
@@ -45,14 +62,15 @@ pub enum Error {
     )]
     Locked { path: PathBuf, pid: String },
 
-    /// The store exists but cannot be used as it is.
-    #[error(
-        "cannot open the queue store at {}: {reason}{hint}",
-        path.display()
-    )]
+    /// An operation on the queue store failed; `what` says which
+    /// ("cannot open", "cannot acknowledge changesets in", ...), and
+    /// `hint` what the operator can do when the store is damaged.
+    #[error("{what} the queue store at {}: {source}{hint}", path.display())]
     Store {
+        what: &'static str,
         path: PathBuf,
-        reason: String,
+        #[source]
+        source: crate::store::StoreError,
         hint: &'static str,
     },
 
@@ -89,6 +107,11 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    /// Builds an [`Error::Os`].
+    pub fn os(what: &'static str, source: io::Error) -> Error {
+        Error::Os { what, source }
     }
 
     /// The process exit status for this error: 2 for usage errors (as clap

@@ -19,7 +19,9 @@ fn main() -> ExitCode {
             if err.chain().any(is_broken_pipe) {
                 return ExitCode::SUCCESS;
             }
-            let _ = writeln!(std::io::stderr(), "syncd: error: {err:#}");
+            // The library's messages already say their cause: `{err}`,
+            // not the chain, which would repeat it.
+            let _ = writeln!(std::io::stderr(), "syncd: error: {err}");
             let code = err
                 .downcast_ref::<syncd::Error>()
                 .map_or(1, syncd::Error::exit_code);

@@ -25,9 +25,9 @@
 //!
 //! - the *pipeline*: windows through the real `Aggregator` (with an
 //!   early-flush cap), changesets through the real record codec, and
-//!   workers that merge the queue, `optimize`, `classify_with` against the
-//!   model, `optimize` again and split into the two runs, exactly as
-//!   `worker.rs` does, at random moments between operations;
+//!   workers that plan the merged queue against the model with
+//!   `deliver::plan` (the step the worker and the dry run use) and run the
+//!   two runs, at random moments between operations;
 //! - the *optimized* set: every raw entry optimized and classified once at
 //!   the end;
 //! - the *raw* baseline: every raw entry classified and synced on its own.
@@ -44,8 +44,9 @@ use proptest::sample::{select, Index};
 use syncd::aggregate::Aggregator;
 use syncd::changeset::{escape, is_below, join, Entry, Kind};
 use syncd::deliver::classify::{classify_with, Node as Stat};
+use syncd::deliver::plan::plan;
+use syncd::deliver::rsync::Run;
 use syncd::optimize::{optimize, DEFAULT_FULL_SYNC_THRESHOLD};
-use syncd::deliver::rsync;
 use syncd::store::record;
 
 /// A file name (one path component).
@@ -249,11 +250,12 @@ fn rsync_run(src: &Tree, dst: &mut Tree, list: &[&Entry], recursive: bool) -> Re
 /// What a worker does with the entries it took from the queue: classify
 /// against the source, re-optimize, and run the main and attrs runs.
 fn sync(src: &Tree, dst: &mut Tree, entries: &[Entry], threshold: usize) -> Result<(), String> {
-    let classified = classify_with(entries, |p| src.stat(p)).map_err(|_| "root gone")?;
-    let classified = optimize(classified, threshold);
-    let (main, attrs) = rsync::split(&classified);
-    rsync_run(src, dst, &main, true)?;
-    rsync_run(src, dst, &attrs, false)
+    let plan = plan(entries.to_vec(), |p| src.stat(p), |_, _| false, threshold)
+        .map_err(|_| "root gone")?;
+    for (run, list) in plan.runs() {
+        rsync_run(src, dst, &list, run == Run::Main)?;
+    }
+    Ok(())
 }
 
 /// A raw watcher event on a path, before it is interpreted.
@@ -484,8 +486,7 @@ impl Sim {
             let cs = record::decode_changeset(&bytes).map_err(|e| e.to_string())?;
             raw.extend(cs.entries);
         }
-        let merged = optimize(raw, self.threshold);
-        sync(&self.src, &mut self.dst, &merged, self.threshold)
+        sync(&self.src, &mut self.dst, &raw, self.threshold)
     }
 
     fn content(&mut self, len: u8) -> Vec<u8> {

@@ -110,7 +110,7 @@ pub struct StatusArgs {
     pub json: bool,
     /// A destination whose current batch failed this many times in a row
     /// is in error.
-    #[arg(long, value_name = "N", default_value_t = crate::observe::control::protocol::DEFAULT_MAX_FAILURES)]
+    #[arg(long, value_name = "N", default_value_t = crate::observe::status::DEFAULT_MAX_FAILURES)]
     pub max_failures: u32,
 }
 

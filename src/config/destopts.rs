@@ -176,7 +176,7 @@ impl DestOptions {
             "watchdog" => self.watchdog_s = seconds(key, text(key, value)?, true)?,
             "control-persist" => self.control_persist_s = seconds(key, text(key, value)?, true)?,
             "rsh" => {
-                let words = crate::deliver::rsync::ssh::split_command(value)?;
+                let words = crate::config::words::split_command(value)?;
                 if words.is_empty() {
                     return Err("rsh must name a program".into());
                 }

@@ -299,8 +299,14 @@ fn settings(
     for (k, v) in t {
         let key = k.get_ref().clone();
         let line = at(k.span());
-        if !crate::config::destopts::KEYS.iter().any(|(name, _)| *name == key) {
-            let known: Vec<&str> = crate::config::destopts::KEYS.iter().map(|(k, _)| *k).collect();
+        if !crate::config::destopts::KEYS
+            .iter()
+            .any(|(name, _)| *name == key)
+        {
+            let known: Vec<&str> = crate::config::destopts::KEYS
+                .iter()
+                .map(|(k, _)| *k)
+                .collect();
             let also = if table == "[[dest]]" {
                 "target, name, "
             } else {

@@ -14,30 +14,23 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::select;
 
-use crate::aggregate::Aggregator;
+use super::intake::{signals, Intake};
 use crate::changeset::{escape, Entry};
-use crate::deliver::classify::classify;
 use crate::config::RunConfig;
-use crate::error::{Error, Result};
-use crate::optimize::optimize;
+use crate::deliver::classify::lstat;
+use crate::deliver::plan::plan;
 use crate::deliver::rsync::{self, Run};
-use crate::watch::{self, Change};
+use crate::error::{Error, Result};
 
 /// Runs the dry run until SIGTERM/SIGINT.
 pub fn run(cfg: RunConfig, out: &mut dyn Write) -> Result<()> {
-    let sig_rx = crate::daemon::signals()?;
+    let sig_rx = signals()?;
     let (fs_tx, fs_rx) = crossbeam_channel::unbounded();
-    let mut watch = watch::Watch::start(&cfg.source.root, fs_tx, cfg.exclude())?;
-    let mut window = Aggregator::new(
-        cfg.delay,
-        cfg.window_cap,
-        cfg.workers.full_threshold,
-        cfg.hold,
-    );
+    let mut intake = Intake::start(&cfg, fs_tx)?;
     let w = |out: &mut dyn Write, s: String| {
         writeln!(out, "{s}")
             .and_then(|_| out.flush())
-            .map_err(|e| Error::io("cannot write to", "stdout", e))
+            .map_err(Error::Output)
     };
     w(
         out,
@@ -52,39 +45,26 @@ pub fn run(cfg: RunConfig, out: &mut dyn Write) -> Result<()> {
         print(&cfg, out, n, &[Entry::full()])?;
     }
     loop {
-        let timeout = window
-            .deadline()
+        let timeout = intake
+            .next_wake()
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600));
         select! {
             recv(fs_rx) -> m => {
                 let Ok(raw) = m else { return Ok(()) };
-                let now = Instant::now();
-                for c in watch.interpret(raw) {
-                    match c {
-                        Change::Entry(e) => window.add(e, now),
-                        Change::Rescan => {
-                            window.add(Entry::full(), now);
-                            watch.rebuild()?;
-                        }
-                        Change::Writing(p) => window.writing(&p, now),
-                        Change::Closed(p) => window.closed(&p),
-                        Change::RootLost(how) => {
-                            return Err(Error::RootLost { path: cfg.source.root.clone(), how })
-                        }
-                        Change::Error(m) | Change::Limit(m) => log::error!("{m}"),
-                    }
-                }
+                intake.absorb(raw, true)?;
             }
             recv(sig_rx) -> s => {
                 if s != Ok(libc::SIGHUP) {
                     return Ok(());
                 }
-                window.add(Entry::full(), Instant::now());
+                intake.full_sync();
             }
             default(timeout) => {}
         }
         let now = Instant::now();
+        intake.tick(now);
+        let window = &mut intake.window;
         if window.due(now) {
             let cs = window.changeset(crate::store::now_ms(), now);
             window.clear(now);
@@ -98,33 +78,29 @@ pub fn run(cfg: RunConfig, out: &mut dyn Write) -> Result<()> {
 
 /// Prints changeset `n` and, per destination, the runs it would start.
 fn print(cfg: &RunConfig, out: &mut dyn Write, n: u64, entries: &[Entry]) -> Result<()> {
-    let io = |e| Error::io("cannot write to", "stdout", e);
-    let classified = match classify(&cfg.source, entries) {
-        Ok(c) => {
-            let mut c = optimize(c, cfg.workers.full_threshold);
-            c.retain(|e| !crate::config::filter::entry_excluded(|p, d| cfg.filter.excluded(p, d), e));
-            c
-        }
-        Err(_) => {
-            writeln!(
-                out,
-                "changeset {n}: the source is not a directory; nothing would run"
-            )
-            .map_err(io)?;
-            return Ok(());
-        }
+    let io = Error::Output;
+    let f = &cfg.filter;
+    let planned = plan(
+        entries.to_vec(),
+        |p| lstat(&cfg.source, p),
+        |p, d| f.excluded(p, d),
+        cfg.workers.full_threshold,
+    );
+    let Ok(plan) = planned else {
+        writeln!(
+            out,
+            "changeset {n}: the source is not a directory; nothing would run"
+        )
+        .map_err(io)?;
+        return Ok(());
     };
-    writeln!(out, "changeset {n}: {} entries", classified.len()).map_err(io)?;
-    for e in &classified {
+    writeln!(out, "changeset {n}: {} entries", plan.entries.len()).map_err(io)?;
+    for e in &plan.entries {
         writeln!(out, "  {:<5} {}", e.kind.name(), display(&e.path)).map_err(io)?;
     }
-    let (main, attrs) = rsync::split(&classified);
     for d in &cfg.dests {
-        for (run, list) in [(Run::Main, &main), (Run::Attrs, &attrs)] {
-            if list.is_empty() {
-                continue;
-            }
-            let full = run == Run::Main && list.iter().any(|e| e.is_full());
+        for (run, list) in plan.runs() {
+            let full = run == Run::Main && plan.is_full();
             let args = rsync::argv(run, &cfg.source, &d.dest, &d.rsync, full);
             let line: Vec<String> = std::iter::once(d.rsync.program.to_string_lossy().into_owned())
                 .chain(args.iter().map(|a| shell_word(&a.to_string_lossy())))

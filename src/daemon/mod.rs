@@ -12,18 +12,18 @@
 //! returns.
 
 pub mod dryrun;
+pub mod intake;
 
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
 
-use crate::aggregate::Aggregator;
-use crate::changeset::Entry;
 use crate::commit::Committer;
 use crate::config::RunConfig;
+use crate::deliver::outbox::Outbox;
 use crate::error::{Error, Result};
-use crate::deliver::outbox::Pipeline;
-use crate::watch::{self, Change, RawEvent};
+use crate::watch::RawEvent;
+use intake::{signals, Intake};
 
 /// Everything that can wake the main loop.
 enum Event {
@@ -63,11 +63,11 @@ pub fn run(cfg: RunConfig) -> Result<()> {
             );
         }
     }
-    let (mut pipe, clean) = Pipeline::open(&cfg)?;
+    let (mut outbox, clean) = Outbox::open(&cfg)?;
     let clean = clean && !cfg.reset_queue;
 
     let (fs_tx, fs_rx) = crossbeam_channel::unbounded();
-    let watch = watch::Watch::start(&cfg.source.root, fs_tx, cfg.exclude())?;
+    let intake = Intake::start(&cfg, fs_tx)?;
 
     if cfg.initial_sync || !clean {
         let why = match (clean, cfg.reset_queue) {
@@ -76,10 +76,10 @@ pub fn run(cfg: RunConfig) -> Result<()> {
             (false, _) => "the last stop was not clean",
         };
         log::info!("queueing a full sync ({why})");
-        pipe.queue_full_sync()?;
+        outbox.queue_full_sync()?;
     }
     for d in &cfg.dests {
-        let n = pipe.store().queue(&d.dest.target)?.len();
+        let n = outbox.store().queue(&d.dest.target)?.len();
         log::info!(
             "destination {} = {}{} ({n} changesets pending)",
             d.dest.name,
@@ -89,7 +89,7 @@ pub fn run(cfg: RunConfig) -> Result<()> {
                 .map_or_else(String::new, |w| format!(", {w}"))
         );
     }
-    pipe.start_workers(&cfg)?;
+    outbox.start_workers(&cfg)?;
     log::info!(
         "watching {} (window {:.3}s, state {}, lock {})",
         cfg.source.root.display(),
@@ -103,12 +103,6 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         cfg.source.root.display(),
         cfg.dests.len()
     ));
-    let window = Aggregator::new(
-        cfg.delay,
-        cfg.window_cap,
-        cfg.workers.full_threshold,
-        cfg.hold,
-    );
     let (scrape_tx, scrape_rx) = crate::observe::metrics::channel();
     let listener = match cfg.metrics_listen {
         Some(addr) => Some(crate::observe::metrics::Listener::start(addr, scrape_tx)?),
@@ -122,10 +116,9 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         scrape_rx,
         started_unix: crate::store::now_ms() / 1000,
         next_textfile: Instant::now(),
-        window,
+        intake,
         committer: Committer::new(),
-        pipe,
-        watch,
+        outbox,
     };
     let result = d.main_loop();
     drop(listener);
@@ -149,35 +142,29 @@ struct Daemon {
     scrape_rx: Receiver<crate::observe::metrics::Scrape>,
     started_unix: u64,
     next_textfile: Instant,
-    window: Aggregator,
+    intake: Intake,
     committer: Committer,
-    pipe: Pipeline,
-    watch: watch::Watch,
+    outbox: Outbox,
 }
 
 impl Daemon {
     fn main_loop(&mut self) -> Result<()> {
-        let mut watchdog = crate::observe::service::Watchdog::from_env();
+        let mut watchdog = crate::observe::service::SystemdWatchdog::from_env();
         loop {
             let now = Instant::now();
             watchdog.tick(now);
-            if self.watch.next_rescan().is_some_and(|t| now >= t) {
-                log::warn!("part of the tree is not watched (inotify limits): periodic full sync");
-                self.window.add(Entry::full(), now);
-                self.watch.rescanned(now);
-            }
+            self.intake.tick(now);
             if self.cfg.metrics_textfile.is_some() && now >= self.next_textfile {
                 self.write_textfile();
                 self.next_textfile = now + TEXTFILE_EVERY;
             }
             let wake = [
-                self.window.deadline(),
+                self.intake.next_wake(),
                 self.cfg
                     .metrics_textfile
                     .as_ref()
                     .map(|_| self.next_textfile),
                 self.committer.retry_at(),
-                self.watch.next_rescan(),
                 watchdog.due_at(),
             ]
             .into_iter()
@@ -197,14 +184,10 @@ impl Daemon {
                 default(timeout) => Event::Tick,
             };
             match ev {
-                Event::Fs(raw) => {
-                    if let Some(lost) = self.absorb(raw, true) {
-                        return Err(lost);
-                    }
-                }
+                Event::Fs(raw) => self.intake.absorb(raw, true)?,
                 Event::Signal(libc::SIGHUP) => {
                     log::info!("SIGHUP: queueing a full sync");
-                    self.window.add(Entry::full(), Instant::now());
+                    self.intake.full_sync();
                 }
                 Event::Signal(s) => {
                     log::info!("signal {s}: committing the open window and stopping");
@@ -218,12 +201,14 @@ impl Daemon {
                 Event::Control(call) => {
                     // A failed store is not read again (it may block).
                     let running = (!self.committer.poisoned())
-                        .then(|| (self.pipe.store().as_ref(), self.pipe.workers()));
+                        .then(|| (self.outbox.store().as_ref(), self.outbox.workers()));
                     self.control.answer(call, &self.cfg.dests, running);
                 }
             }
             let now = Instant::now();
-            if (self.window.due(now) || self.committer.poisoned()) && self.committer.may_try(now) {
+            if (self.intake.window.due(now) || self.committer.poisoned())
+                && self.committer.may_try(now)
+            {
                 self.try_commit()?;
             }
         }
@@ -236,22 +221,26 @@ impl Daemon {
     /// the next start reconciles with a full sync.
     fn shutdown(&mut self) -> Result<()> {
         crate::observe::service::stopping();
-        self.watch.stop();
+        self.intake.watch.stop();
         if self.committer.poisoned() {
             log::error!(
                 "stopping with an unusable queue store: {} changes in memory are not committed; \
                  the next start runs a full sync",
-                self.window.len()
+                self.intake.window.len()
             );
             return Ok(());
         }
-        self.pipe.stop_workers();
+        self.outbox.stop_workers();
         while let Ok(ev) = self.fs_rx.try_recv() {
-            self.absorb(ev, false);
+            // The root lost now changes nothing: what was seen is committed.
+            let _ = self.intake.absorb(ev, false);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !self.window.is_empty() && !self.committer.poisoned() {
-            if self.committer.commit_window(&self.pipe, &mut self.window) {
+        while !self.intake.window.is_empty() && !self.committer.poisoned() {
+            if self
+                .committer
+                .commit_window(&self.outbox, &mut self.intake.window)
+            {
                 break;
             }
             if Instant::now() >= deadline {
@@ -259,12 +248,12 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-        if !self.window.is_empty() {
-            self.committer.lost_on_exit(self.window.len());
+        if !self.intake.window.is_empty() {
+            self.committer.lost_on_exit(self.intake.window.len());
         }
         self.write_textfile();
         if self.committer.all_committed() {
-            self.pipe.store().mark_clean()?;
+            self.outbox.store().mark_clean()?;
         }
         log::info!("stopped");
         Ok(())
@@ -276,7 +265,7 @@ impl Daemon {
         if self.committer.poisoned() {
             return None;
         }
-        let p = &self.pipe;
+        let p = &self.outbox;
         let mut rows = Vec::new();
         for d in &self.cfg.dests {
             let live = p
@@ -320,57 +309,9 @@ impl Daemon {
             self.committer.postpone();
             return Ok(());
         }
-        self.committer.commit_window(&self.pipe, &mut self.window);
+        self.committer
+            .commit_window(&self.outbox, &mut self.intake.window);
         Ok(())
-    }
-
-    /// Feeds one raw event into the window, and rebuilds or degrades the
-    /// watch when the event says so (`live`; not during shutdown). Returns
-    /// the fatal error when the root is lost or cannot be watched again.
-    fn absorb(&mut self, raw: RawEvent, live: bool) -> Option<Error> {
-        let now = Instant::now();
-        for change in self.watch.interpret(raw) {
-            match change {
-                Change::Entry(e) => {
-                    log::trace!(
-                        "event: {} {}",
-                        e.kind.name(),
-                        crate::changeset::escape(&e.path)
-                    );
-                    self.window.add(e, now);
-                }
-                Change::Rescan => {
-                    log::warn!(
-                        "the inotify queue overflowed: events were lost; rebuilding the watch and \
-                         queueing a full sync (raise fs.inotify.max_queued_events if this repeats)"
-                    );
-                    self.window.add(Entry::full(), now);
-                    if live {
-                        if let Err(e) = self.watch.rebuild() {
-                            return Some(e);
-                        }
-                    }
-                }
-                Change::Writing(p) => self.window.writing(&p, now),
-                Change::Closed(p) => self.window.closed(&p),
-                Change::Error(msg) => log::error!("{msg}"),
-                Change::Limit(msg) => {
-                    log::error!(
-                        "{msg}; until then the unwatched directories are synced whole now and by \
-                         a full sync every {}s",
-                        watch::DEGRADED_RESCAN.as_secs()
-                    );
-                    self.watch.degrade();
-                }
-                Change::RootLost(how) => {
-                    return Some(Error::RootLost {
-                        path: self.cfg.source.root.clone(),
-                        how,
-                    });
-                }
-            }
-        }
-        None
     }
 }
 
@@ -386,23 +327,4 @@ fn restart_in_place() -> Error {
         .args(std::env::args_os().skip(1))
         .exec();
     Error::io("cannot restart syncd in place", "/proc/self/exe", err)
-}
-
-/// Turns SIGTERM, SIGINT and SIGHUP into messages on a channel.
-pub fn signals() -> Result<Receiver<i32>> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut sigs = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .map_err(|e| Error::io("cannot install signal handlers", "-", e))?;
-    let (tx, rx) = crossbeam_channel::unbounded();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for s in sigs.forever() {
-                if tx.send(s).is_err() {
-                    break;
-                }
-            }
-        })
-        .map_err(|e| Error::io("cannot start the signal thread", "-", e))?;
-    Ok(rx)
 }

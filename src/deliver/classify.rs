@@ -30,12 +30,8 @@ pub enum Node {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootGone;
 
-/// Classifies `entries` against the live source tree.
-pub fn classify(source: &Source, entries: &[Entry]) -> Result<Vec<Entry>, RootGone> {
-    classify_with(entries, |p| lstat(source, p))
-}
-
-fn lstat(source: &Source, path: &[u8]) -> Node {
+/// What `lstat` says the root-relative `path` of the source is now.
+pub fn lstat(source: &Source, path: &[u8]) -> Node {
     match std::fs::symlink_metadata(source.abs(path)) {
         Ok(m) if m.is_dir() => Node::Dir,
         Ok(_) => Node::Other,

@@ -25,12 +25,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::changeset::escape;
-use crate::config::RunConfig;
-use crate::error::{Error, Result};
 use crate::config::filter::Filter;
 use crate::config::location::{Place, Source};
+use crate::config::DestConfig;
+use crate::config::RunConfig;
 use crate::deliver::rsync::{self, Control, Io};
-use crate::deliver::worker::DestConfig;
+use crate::error::{Error, Result};
 
 /// What a destination holds where the mirror lands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -375,7 +375,11 @@ mod tests {
         assert!(source_is_empty(&s, &none));
         std::fs::create_dir(t.path().join("cache")).unwrap();
         assert!(!source_is_empty(&s, &none));
-        let f = Filter::new(&[crate::config::filter::ExcludeArg::Pattern("cache/".into())], b"").unwrap();
+        let f = Filter::new(
+            &[crate::config::filter::ExcludeArg::Pattern("cache/".into())],
+            b"",
+        )
+        .unwrap();
         assert!(source_is_empty(&s, &f));
     }
 

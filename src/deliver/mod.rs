@@ -3,5 +3,6 @@
 pub mod classify;
 pub mod guard;
 pub mod outbox;
+pub mod plan;
 pub mod rsync;
 pub mod worker;

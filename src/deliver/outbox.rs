@@ -1,5 +1,6 @@
-//! The durable half of the daemon: the store and the workers that drain it,
-//! started together and stopped together.
+//! The outbox: the durable store and the workers that drain it, started
+//! together and stopped together. The daemon's main loop commits into it
+//! and reads its figures; nothing else writes to the queues.
 //!
 //! sled 0.34 cannot survive running out of space: after an I/O error its
 //! handle fails every later call, and dropping it (or even flushing it) can
@@ -16,22 +17,24 @@ use std::sync::Arc;
 
 use crate::changeset::{Changeset, Entry};
 use crate::config::RunConfig;
-use crate::error::{Error, Result};
-use crate::store::{now_ms, Store};
 use crate::deliver::worker;
+use crate::error::{Error, Result};
+use crate::observe::status::{Cmd, WorkerLink};
+use crate::store::{now_ms, Store};
 
-/// The store, its queues, and the workers running on it.
-pub struct Pipeline {
+/// The store, its queues, and the workers draining them.
+pub struct Outbox {
     store: Arc<Store>,
     queues: Vec<sled::Tree>,
-    workers: Vec<worker::Handle>,
+    links: Vec<WorkerLink>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-impl Pipeline {
+impl Outbox {
     /// Opens the store and its queues; workers start with
-    /// [`Pipeline::start_workers`]. Also returns whether the last stop was
+    /// [`Outbox::start_workers`]. Also returns whether the last stop was
     /// clean.
-    pub fn open(cfg: &RunConfig) -> Result<(Pipeline, bool)> {
+    pub fn open(cfg: &RunConfig) -> Result<(Outbox, bool)> {
         let mut store = Store::open(&cfg.state_dir)?;
         store.set_min_free(cfg.min_free);
         let store = Arc::new(store);
@@ -51,10 +54,11 @@ impl Pipeline {
             .map(|d| store.queue(&d.dest.target))
             .collect::<Result<Vec<_>>>()?;
         Ok((
-            Pipeline {
+            Outbox {
                 store,
                 queues,
-                workers: Vec::new(),
+                links: Vec::new(),
+                threads: Vec::new(),
             },
             clean,
         ))
@@ -66,16 +70,16 @@ impl Pipeline {
     }
 
     /// The running workers.
-    pub fn workers(&self) -> &[worker::Handle] {
-        &self.workers
+    pub fn workers(&self) -> &[WorkerLink] {
+        &self.links
     }
 
     /// Commits `cs` into every queue (one transaction, then a flush) and
     /// wakes the workers.
-    pub fn commit(&self, cs: &Changeset) -> Result<u64, crate::store::WriteError> {
+    pub fn commit(&self, cs: &Changeset) -> Result<u64, crate::store::StoreError> {
         let seq = self.store.commit(&self.queues, cs)?;
-        for w in &self.workers {
-            let _ = w.tx.send(worker::Cmd::Wake);
+        for w in &self.links {
+            let _ = w.tx.send(Cmd::Wake);
         }
         Ok(seq)
     }
@@ -86,9 +90,10 @@ impl Pipeline {
             created_ms: now_ms(),
             entries: vec![Entry::full()],
         };
-        let seq = self.commit(&full).map_err(|e| Error::Store {
+        let seq = self.commit(&full).map_err(|source| Error::Store {
+            what: "cannot commit a full sync into",
             path: self.store.path().to_path_buf(),
-            reason: format!("cannot commit: {e}"),
+            source,
             hint: "",
         })?;
         log::debug!("committed changeset {seq}: 1 entries (full sync)");
@@ -105,7 +110,8 @@ impl Pipeline {
                 self.store.clone(),
                 cfg.workers.clone(),
             )?;
-            self.workers.push(w);
+            self.links.push(w.link);
+            self.threads.push(w.thread);
         }
         Ok(())
     }
@@ -113,11 +119,11 @@ impl Pipeline {
     /// Stops every worker (ending a running rsync) and waits for them. What
     /// they were running stays queued.
     pub fn stop_workers(&mut self) {
-        for w in &self.workers {
-            let _ = w.tx.send(worker::Cmd::Stop);
+        for w in self.links.drain(..) {
+            let _ = w.tx.send(Cmd::Stop);
         }
-        for w in self.workers.drain(..) {
-            let _ = w.thread.join();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
     }
 }

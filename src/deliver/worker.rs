@@ -19,112 +19,21 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use crate::changeset::{Entry, Kind};
-use crate::deliver::classify::{classify, RootGone};
-use crate::config::location::{Destination, Source};
-use crate::optimize::{optimize, tally};
-use crate::deliver::rsync::progress::{Progress, Tracker};
+use crate::config::location::Source;
+use crate::config::{DestConfig, WorkerSettings};
+use crate::deliver::classify::{lstat, RootGone};
+use crate::deliver::plan::plan;
+use crate::deliver::rsync::progress::Tracker;
+use crate::deliver::rsync::stall::StallWatch;
+use crate::deliver::rsync::{self, Class, Control, Outcome, Run};
+use crate::observe::status::{Cmd, Live, State, WorkerLink};
 use crate::store::record::{DeadLetter, DestStatus};
-use crate::deliver::rsync::{self, Class, Control, DestOptions, Outcome, Run};
 use crate::store::{now_ms, Store};
-use crate::deliver::rsync::stall::Watchdog;
 
-/// Messages from the main loop to a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cmd {
-    /// New changesets were committed.
-    Wake,
-    /// Try now: re-read the queue and end a back-off early (`syncd queue
-    /// retry` and `purge`).
-    Retry,
-    /// End any running rsync and return.
-    Stop,
-}
-
-/// A destination's settings as a worker needs them.
-#[derive(Debug, Clone)]
-pub struct DestConfig {
-    pub dest: Destination,
-    /// Everything that shapes this destination's rsync runs.
-    pub rsync: DestOptions,
-}
-
-/// Settings shared by all workers.
-#[derive(Debug, Clone)]
-pub struct WorkerSettings {
-    /// Entries merged into one run at most (a backlog is drained in runs
-    /// of about this size).
-    pub batch_entries: usize,
-    /// The optimizer's full-sync threshold.
-    pub full_threshold: usize,
-    /// First retry delay; doubled per failure up to `backoff_max`.
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
-    /// Attempts before a fatal failure moves changesets to dead letters.
-    pub dead_after: u32,
-    /// The excludes: entries queued before an exclude was added are dropped
-    /// here, so rsync is never given an excluded path explicitly.
-    pub filter: Arc<crate::config::filter::Filter>,
-    /// Run a full sync of an empty SOURCE even onto a destination that holds
-    /// data (`--allow-empty-source`); see [`crate::deliver::guard`].
-    pub allow_empty_source: bool,
-}
-
-impl Default for WorkerSettings {
-    fn default() -> WorkerSettings {
-        WorkerSettings {
-            batch_entries: 100_000,
-            full_threshold: crate::optimize::DEFAULT_FULL_SYNC_THRESHOLD,
-            backoff_min: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
-            dead_after: 3,
-            filter: Arc::default(),
-            allow_empty_source: false,
-        }
-    }
-}
-
-/// What a destination is doing, for `status` and live `queue inspect`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum State {
-    /// Nothing pending.
-    InSync,
-    /// rsync is running.
-    Syncing,
-    /// The last run failed; the next attempt is at the given Unix ms.
-    BackingOff { until_ms: u64 },
-    /// The worker stopped.
-    Stopped,
-}
-
-impl State {
-    pub fn word(&self) -> &'static str {
-        match self {
-            State::InSync => "in_sync",
-            State::Syncing => "syncing",
-            State::BackingOff { .. } => "backing_off",
-            State::Stopped => "stopped",
-        }
-    }
-}
-
-/// Live status of one worker, shared with the main loop.
-#[derive(Debug, Clone)]
-pub struct Live {
-    pub state: State,
-    pub persisted: DestStatus,
-    /// Consecutive failed attempts of the current batch.
-    pub attempts: u32,
-    /// Run counters for metrics.
-    pub counters: crate::observe::metrics::Counters,
-    /// The progress of the full sync rsync is running now, if it is one.
-    pub progress: Option<Progress>,
-}
-
-/// A running worker.
+/// A running worker: its link for the main loop and the control socket,
+/// and its thread.
 pub struct Handle {
-    pub name: String,
-    pub live: Arc<Mutex<Live>>,
-    pub tx: crossbeam_channel::Sender<Cmd>,
+    pub link: WorkerLink,
     pub thread: JoinHandle<()>,
 }
 
@@ -162,9 +71,7 @@ pub fn spawn(
         .spawn(move || w.main())
         .map_err(|e| crate::error::Error::io("cannot start a worker thread for", &name, e))?;
     Ok(Handle {
-        name,
-        live,
-        tx,
+        link: WorkerLink { name, live, tx },
         thread,
     })
 }
@@ -225,22 +132,24 @@ impl Worker {
                     }
                 }
             }
-            let merged = optimize(raw, self.settings.full_threshold);
             self.set_state(State::Syncing);
-            let result = self.sync(&merged)?;
+            let result = self.sync(raw)?;
             self.finish(&pending, &seqs, result)?;
         }
     }
 
-    /// Runs rsync for `entries`; `Ok(None)` on success.
-    fn sync(&self, entries: &[Entry]) -> Result<Option<Outcome>, Stopped> {
-        let classified = match classify(&self.source, entries) {
-            Ok(c) => {
-                let mut c = optimize(c, self.settings.full_threshold);
-                let f = &self.settings.filter;
-                c.retain(|e| !crate::config::filter::entry_excluded(|p, d| f.excluded(p, d), e));
-                c
-            }
+    /// Plans and runs rsync for the `raw` entries of the pending
+    /// changesets; `Ok(None)` on success.
+    fn sync(&self, raw: Vec<Entry>) -> Result<Option<Outcome>, Stopped> {
+        let f = &self.settings.filter;
+        let planned = plan(
+            raw,
+            |p| lstat(&self.source, p),
+            |p, d| f.excluded(p, d),
+            self.settings.full_threshold,
+        );
+        let plan = match planned {
+            Ok(p) => p,
             Err(RootGone) => {
                 return Ok(Some(Outcome {
                     code: None,
@@ -253,7 +162,7 @@ impl Worker {
                 }))
             }
         };
-        let full = classified.iter().any(Entry::is_full);
+        let full = plan.is_full();
         if full && !self.settings.allow_empty_source {
             if let Some(why) = self.guard()? {
                 log::error!("[{}] {why}", self.name());
@@ -265,14 +174,9 @@ impl Worker {
                 }));
             }
         }
-        let (main, attrs) = rsync::split(&classified);
-        let (f, g, t, a) = tally(&classified);
         let started = Instant::now();
         let mut sent = 0u64;
-        for (run, list) in [(Run::Main, main), (Run::Attrs, attrs)] {
-            if list.is_empty() {
-                continue;
-            }
+        for (run, list) in plan.runs() {
             let progress = full && run == Run::Main;
             let args = rsync::argv(run, &self.source, &self.cfg.dest, &self.cfg.rsync, progress);
             let input = rsync::list(&self.source, &list);
@@ -284,7 +188,7 @@ impl Worker {
             );
             let mut stop = false;
             let limit = self.cfg.rsync.watchdog_s;
-            let mut dog = Watchdog::new((limit > 0).then(|| Duration::from_secs(limit.into())));
+            let mut dog = StallWatch::new((limit > 0).then(|| Duration::from_secs(limit.into())));
             let tracker = Arc::new(Mutex::new(Tracker::new(Instant::now())));
             let t = tracker.clone();
             let io = rsync::Io {
@@ -329,11 +233,12 @@ impl Worker {
             }
         }
         log::info!(
-            "[{}] synced {} entries (files {f}, gone {g}, trees {t}, attrs {a}) in {:.2}s, {} sent",
+            "[{}] synced {} entries ({}) in {:.2}s, {} sent",
             self.name(),
-            classified.len(),
+            plan.entries.len(),
+            plan.tally(),
             started.elapsed().as_secs_f64(),
-            crate::deliver::rsync::progress::bytes(sent)
+            crate::observe::status::bytes(sent)
         );
         Ok(None)
     }
@@ -342,14 +247,18 @@ impl Worker {
     /// `Err` when the worker is told to stop meanwhile.
     fn guard(&self) -> Result<Option<String>, Stopped> {
         let mut stop = false;
-        let why =
-            crate::deliver::guard::before_full_sync(&self.cfg, &self.source, &self.settings.filter, || {
+        let why = crate::deliver::guard::before_full_sync(
+            &self.cfg,
+            &self.source,
+            &self.settings.filter,
+            || {
                 stop |= matches!(
                     self.rx.try_recv(),
                     Ok(Cmd::Stop) | Err(TryRecvError::Disconnected)
                 );
                 stop
-            });
+            },
+        );
         if stop {
             return Err(Stopped);
         }

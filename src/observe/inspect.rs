@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::changeset::escape;
 use crate::error::Result;
+use crate::observe::status::{Live, State};
 use crate::store::record::DestStatus;
 use crate::store::{now_ms, Store};
-use crate::deliver::worker::{Live, State};
 
 /// The state word of a destination the store knows but the running daemon
 /// does not replicate to (it was given in an earlier run).
@@ -181,7 +181,7 @@ pub struct Health {
     pub problem: Option<String>,
     /// While rsync runs a full sync to it: how far along it is.
     #[serde(default)]
-    pub progress: Option<crate::deliver::rsync::progress::Progress>,
+    pub progress: Option<crate::observe::status::Progress>,
 }
 
 /// The definition of "in error" that `syncd status` exits non-zero on:
@@ -414,7 +414,7 @@ mod tests {
             persisted: DestStatus::default(),
             attempts: 0,
             counters: Default::default(),
-            progress: Some(crate::deliver::rsync::progress::Progress {
+            progress: Some(crate::observe::status::Progress {
                 percent: Some(45),
                 bytes_done: 1_200_000_000,
                 bytes_total: Some(2_700_000_000),

@@ -18,16 +18,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::{Error, Result};
 use crate::observe::inspect::Report;
-
-/// Counters a worker keeps for metrics (reset when the daemon restarts, as
-/// Prometheus counters may be).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub runs_success: u64,
-    pub runs_retry: u64,
-    pub runs_fatal: u64,
-    pub bytes_sent: u64,
-}
+use crate::observe::status::Counters;
 
 /// One destination as the metrics see it.
 pub struct DestMetrics<'a> {
@@ -157,18 +148,6 @@ pub struct Listener {
     pub addr: SocketAddr,
 }
 
-/// Parses `--metrics-listen`: `PORT` (on 127.0.0.1) or `ADDR:PORT`.
-pub fn parse_listen(s: &str) -> Result<SocketAddr> {
-    if let Ok(port) = s.parse::<u16>() {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    s.parse().map_err(|_| {
-        Error::Usage(format!(
-            "--metrics-listen {s:?}: give PORT (loopback) or ADDR:PORT, e.g. 127.0.0.1:9101"
-        ))
-    })
-}
-
 impl Listener {
     /// Listens on `addr`; each `GET /metrics` sends a [`Scrape`] to `tx`.
     pub fn start(addr: SocketAddr, tx: Sender<Scrape>) -> Result<Listener> {
@@ -180,7 +159,7 @@ impl Listener {
         let thread = std::thread::Builder::new()
             .name("metrics".into())
             .spawn(move || serve(&s, &tx))
-            .map_err(|e| Error::io("cannot start the metrics thread", "-", e))?;
+            .map_err(|e| Error::os("cannot start the metrics thread", e))?;
         log::info!("serving metrics on http://{addr}/metrics");
         Ok(Listener {
             server,
@@ -295,12 +274,5 @@ mod tests {
             t.contains("syncd_oldest_pending_age_seconds{dest=\"we\\\"ird\\\\name\"} 1.5"),
             "{t}"
         );
-    }
-
-    #[test]
-    fn listen_defaults_to_loopback() {
-        assert_eq!(parse_listen("9101").unwrap().to_string(), "127.0.0.1:9101");
-        assert_eq!(parse_listen("[::1]:9").unwrap().to_string(), "[::1]:9");
-        assert!(parse_listen("nope").is_err());
     }
 }

@@ -5,3 +5,4 @@ pub mod inspect;
 pub mod logger;
 pub mod metrics;
 pub mod service;
+pub mod status;

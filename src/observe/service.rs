@@ -38,16 +38,16 @@ fn send(state: &[NotifyState]) {
 
 /// The systemd watchdog, pinged from the main loop so that a wedged loop
 /// gets the daemon restarted.
-pub struct Watchdog {
+pub struct SystemdWatchdog {
     every: Option<Duration>,
     next: Instant,
 }
 
-impl Watchdog {
+impl SystemdWatchdog {
     /// Reads `WATCHDOG_USEC`; pings at half the interval, as systemd advises.
-    pub fn from_env() -> Watchdog {
+    pub fn from_env() -> SystemdWatchdog {
         let every = sd_notify::watchdog_enabled().map(|d| d / 2);
-        Watchdog {
+        SystemdWatchdog {
             every,
             next: Instant::now(),
         }

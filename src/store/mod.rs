@@ -1,41 +1,46 @@
 //! The durable store: one sled database under `STATE/db` holding a queue
-//! and a dead-letter tree per destination, and a `meta` tree.
+//! and a dead-letter tree per destination, and a `meta` tree; with the
+//! record codec ([`record`]) and the single-instance lock ([`lock`]).
 //!
-//! This module owns every read and write of the database. A commit writes
-//! one changeset into every destination's queue in a single transaction and
-//! then flushes, so after [`Store::commit`] returns the changeset survives a
-//! crash of the process; an ack removes keys only after rsync succeeded. A
+//! This folder owns every read and write of the database; nothing else
+//! touches sled. A commit writes one changeset into every destination's
+//! queue in a single transaction and then flushes, so after
+//! [`Store::commit`] returns the changeset survives a crash of the
+//! process; an ack removes keys only after rsync succeeded ([`queue`]). A
 //! queue is keyed by a big-endian `u64` sequence kept in `meta` and bumped
 //! inside the same transaction, so keys are contiguous and oldest-first.
-//! `meta` also holds the schema version (through the `migrations` crate)
-//! and the clean-shutdown marker that tells a restart whether it must
-//! reconcile with a full sync.
+//! `meta` also holds the schema version (through the `migrations` crate,
+//! whose steps upgrade an older store and refuse a newer one) and the
+//! clean-shutdown marker.
+//!
+//! sled 0.34 cannot survive running out of space: after an I/O error its
+//! handle fails every later call. So no write starts while the state file
+//! system has less than the floor free ([`Store::ensure_space`]).
 
 pub mod lock;
+pub mod queue;
 pub mod record;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
-
-use crate::changeset::{Changeset, Entry};
 use crate::error::{Error, Result};
-use self::record::{DeadLetter, DestStatus};
 
-const NEXT_SEQ: &[u8] = b"next_seq";
+pub use queue::Pending;
+
 const CLEAN: &[u8] = b"clean_shutdown";
 const SOURCE: &[u8] = b"source";
-const QUEUE_PREFIX: &str = "queue:";
-const DEAD_PREFIX: &str = "dead:";
-const STATUS_PREFIX: &[u8] = b"status:";
 
 /// The hint printed with every store error that a reset can fix.
 pub const RESET_HINT: &str = "; if it is damaged, start with `syncd run \
     --reset-queue ...`: it moves the store aside and runs a full sync, so \
     the mirror is complete again";
+
+/// The default of [`Store::set_min_free`]: sled writes in 512 KiB segments
+/// and compacts by rewriting them, so a few MiB of slack keep a commit from
+/// ever meeting a full disk half-way.
+pub const DEFAULT_MIN_FREE: u64 = 8 << 20;
 
 /// The open database.
 pub struct Store {
@@ -48,14 +53,9 @@ pub struct Store {
     min_free: u64,
 }
 
-/// The default of [`Store::set_min_free`]: sled writes in 512 KiB segments
-/// and compacts by rewriting them, so a few MiB of slack keep a commit from
-/// ever meeting a full disk half-way.
-pub const DEFAULT_MIN_FREE: u64 = 8 << 20;
-
-/// Why a write to the store was not done.
+/// Why an operation on the store failed.
 #[derive(Debug, thiserror::Error)]
-pub enum WriteError {
+pub enum StoreError {
     /// The state file system is (nearly) full; nothing was written.
     #[error(
         "only {} KiB are free on the file system of {}, and syncd keeps {} KiB free so \
@@ -68,12 +68,27 @@ pub enum WriteError {
     /// sled failed. After an I/O error sled 0.34 cannot be used (or even
     /// dropped) safely any more in this process.
     #[error("{0}")]
-    Store(#[from] sled::Error),
+    Sled(#[from] sled::Error),
+    /// The schema version is missing, malformed or newer than this syncd.
+    #[error("{0}")]
+    Schema(#[from] migrations::Error),
+    /// The files are not a store sled can read.
+    #[error("{0}")]
+    Corrupt(String),
+    /// Another process has the database open.
+    #[error("another process has it open")]
+    Busy,
+}
+
+impl StoreError {
+    /// Whether sled itself failed, so the handle is unusable from now on.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, StoreError::Sled(_))
+    }
 }
 
 /// The free bytes (for unprivileged users) of the file system holding `p`.
 pub fn free_space(p: &Path) -> std::io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(p.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     // SAFETY: statvfs writes into the zeroed struct we own; `c` is a valid
@@ -83,15 +98,6 @@ pub fn free_space(p: &Path) -> std::io::Result<u64> {
         return Err(std::io::Error::last_os_error());
     }
     Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
-}
-
-/// One pending changeset as read from a queue. `changeset` is `None` when
-/// the record could not be decoded: the worker then syncs the whole tree,
-/// which covers whatever the record held.
-pub struct Pending {
-    pub seq: u64,
-    pub changeset: Option<Changeset>,
-    pub corrupt: Option<String>,
 }
 
 /// Moves a damaged store aside (to `db.broken-<unix time>`), so the next
@@ -133,23 +139,29 @@ impl Store {
                 .flush_every_ms(Some(500))
                 .open()
         });
-        let store_err = |reason: String, hint: &'static str| Error::Store {
-            path: path.clone(),
-            reason,
-            hint,
+        let fail = |source: StoreError| {
+            let hint = match &source {
+                StoreError::Busy | StoreError::Schema(migrations::Error::Newer { .. }) => "",
+                _ => RESET_HINT,
+            };
+            Error::Store {
+                what: "cannot open",
+                path: path.clone(),
+                source,
+                hint,
+            }
         };
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(sled::Error::Io(e))) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                return Err(store_err("another process has it open".into(), ""));
+                return Err(fail(StoreError::Busy));
             }
-            Ok(Err(e)) => return Err(store_err(e.to_string(), RESET_HINT)),
+            Ok(Err(e)) => return Err(fail(e.into())),
             Err(panic) => {
                 let why = panic_text(&panic);
-                return Err(store_err(
-                    format!("sled panicked reading it: {why}"),
-                    RESET_HINT,
-                ));
+                return Err(fail(StoreError::Corrupt(format!(
+                    "sled panicked reading it: {why}"
+                ))));
             }
         };
         // sled recovers the longest valid prefix of its log and opens a
@@ -157,18 +169,11 @@ impl Store {
         // existed but has no schema version lost its data that way; taking it
         // for a new one would hide the loss, so it is refused.
         if existed && migrations::version(&db).ok().flatten().is_none() {
-            return Err(store_err(
+            return Err(fail(StoreError::Corrupt(
                 "it exists but holds no schema version, so it is truncated or corrupt".into(),
-                RESET_HINT,
-            ));
+            )));
         }
-        let outcome = migrations::migrate(&db).map_err(|e| {
-            let hint = match e {
-                migrations::Error::Newer { .. } => "",
-                _ => RESET_HINT,
-            };
-            store_err(e.to_string(), hint)
-        })?;
+        let outcome = migrations::migrate(&db).map_err(|e| fail(e.into()))?;
         if let migrations::Outcome::Upgraded { from, steps } = &outcome {
             log::warn!(
                 "store upgraded from schema {from} to {}: {}",
@@ -178,7 +183,7 @@ impl Store {
         }
         let meta = db
             .open_tree(migrations::META_TREE)
-            .map_err(|e| store_err(e.to_string(), RESET_HINT))?;
+            .map_err(|e| fail(e.into()))?;
         let fresh = outcome == migrations::Outcome::Created && !existed;
         Ok(Store {
             db,
@@ -199,31 +204,40 @@ impl Store {
         self.fresh
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> Error {
-        Error::Store {
+    /// The error of a failed operation: `what` says which, in the form
+    /// "cannot acknowledge changesets in".
+    pub(crate) fn failed(&self, what: &'static str) -> impl Fn(StoreError) -> Error + '_ {
+        move |source| Error::Store {
+            what,
             path: self.path.clone(),
-            reason: e.to_string(),
-            hint: RESET_HINT,
+            hint: if source.is_fatal() { RESET_HINT } else { "" },
+            source,
         }
     }
 
+    /// [`Store::failed`] for a sled error.
+    pub(crate) fn sled_failed(&self, what: &'static str) -> impl Fn(sled::Error) -> Error + '_ {
+        let f = self.failed(what);
+        move |e| f(e.into())
+    }
+
     /// Sets how many bytes must stay free on the state file system; writes
-    /// below it fail with [`WriteError::LowSpace`] without touching sled.
+    /// below it fail with [`StoreError::LowSpace`] without touching sled.
     pub fn set_min_free(&mut self, bytes: u64) {
         self.min_free = bytes;
     }
 
     /// Checks that `need` more bytes can be written above the free-space
     /// floor. sled 0.34 cannot recover from running out of space (see
-    /// `pipeline`), so it is never allowed to try.
-    pub fn ensure_space(&self, need: usize) -> Result<(), WriteError> {
+    /// `deliver::outbox`), so it is never allowed to try.
+    pub fn ensure_space(&self, need: usize) -> Result<(), StoreError> {
         if self.min_free == 0 {
             return Ok(());
         }
         let free = free_space(&self.path).unwrap_or(u64::MAX);
         let min = self.min_free.saturating_add(2 * need as u64);
         if free < min {
-            return Err(WriteError::LowSpace {
+            return Err(StoreError::LowSpace {
                 path: self.path.clone(),
                 free,
                 min,
@@ -232,46 +246,45 @@ impl Store {
         Ok(())
     }
 
-    fn write_err(&self, e: WriteError) -> Error {
-        match e {
-            WriteError::Store(e) => self.err(e),
-            low => Error::Store {
-                path: self.path.clone(),
-                reason: low.to_string(),
-                hint: "",
-            },
-        }
-    }
-
     /// Whether the last daemon on this store stopped cleanly. A fresh store
     /// counts as clean: there is nothing to reconcile.
     pub fn was_clean(&self) -> Result<bool> {
         if self.fresh {
             return Ok(true);
         }
-        Ok(self.meta.get(CLEAN).map_err(|e| self.err(e))?.is_some())
+        let marker = self.meta.get(CLEAN);
+        Ok(marker
+            .map_err(self.sled_failed("cannot read the clean-shutdown marker of"))?
+            .is_some())
     }
 
     /// Marks the store as in use: until [`Store::mark_clean`], a crash is
     /// detected at the next start.
     pub fn mark_running(&self) -> Result<()> {
-        self.ensure_space(64).map_err(|e| self.write_err(e))?;
-        self.meta.remove(CLEAN).map_err(|e| self.err(e))?;
-        self.flush()
+        const WHAT: &str = "cannot clear the clean-shutdown marker of";
+        self.ensure_space(64).map_err(self.failed(WHAT))?;
+        self.meta.remove(CLEAN).map_err(self.sled_failed(WHAT))?;
+        self.flush_for(WHAT)
     }
 
     /// Marks a clean shutdown and flushes.
     pub fn mark_clean(&self) -> Result<()> {
-        self.ensure_space(64).map_err(|e| self.write_err(e))?;
-        self.meta.insert(CLEAN, &[1u8]).map_err(|e| self.err(e))?;
-        self.flush()
+        const WHAT: &str = "cannot write the clean-shutdown marker into";
+        self.ensure_space(64).map_err(self.failed(WHAT))?;
+        self.meta
+            .insert(CLEAN, &[1u8])
+            .map_err(self.sled_failed(WHAT))?;
+        self.flush_for(WHAT)
     }
 
     /// Records which source this store replicates, returning the one
     /// recorded before, if it differs.
     pub fn swap_source(&self, root: &Path) -> Result<Option<PathBuf>> {
         let new = root.as_os_str().as_bytes();
-        let old = self.meta.insert(SOURCE, new).map_err(|e| self.err(e))?;
+        let old = self
+            .meta
+            .insert(SOURCE, new)
+            .map_err(self.sled_failed("cannot record the source in"))?;
         Ok(old
             .filter(|o| o.as_ref() != new)
             .map(|o| PathBuf::from(OsStr::from_bytes(&o))))
@@ -279,205 +292,12 @@ impl Store {
 
     /// Flushes every tree to disk (sled's flush covers the whole database).
     pub fn flush(&self) -> Result<()> {
-        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+        self.flush_for("cannot flush")
     }
 
-    /// The queue tree of a destination.
-    pub fn queue(&self, target: &OsStr) -> Result<sled::Tree> {
-        self.tree(QUEUE_PREFIX, target)
-    }
-
-    /// The dead-letter tree of a destination.
-    pub fn dead(&self, target: &OsStr) -> Result<sled::Tree> {
-        self.tree(DEAD_PREFIX, target)
-    }
-
-    fn tree(&self, prefix: &str, target: &OsStr) -> Result<sled::Tree> {
-        let mut name = prefix.as_bytes().to_vec();
-        name.extend_from_slice(target.as_bytes());
-        self.db.open_tree(name).map_err(|e| self.err(e))
-    }
-
-    /// Every destination that has a queue or dead-letter tree in the store,
-    /// configured now or not, sorted.
-    pub fn targets(&self) -> Vec<Vec<u8>> {
-        let mut v: Vec<Vec<u8>> = self
-            .db
-            .tree_names()
-            .into_iter()
-            .filter_map(|n| {
-                n.strip_prefix(QUEUE_PREFIX.as_bytes())
-                    .or_else(|| n.strip_prefix(DEAD_PREFIX.as_bytes()))
-                    .map(<[u8]>::to_vec)
-            })
-            .collect();
-        v.sort();
-        v.dedup();
-        v
-    }
-
-    /// Writes `cs` into every queue of `queues` in one transaction, then
-    /// flushes. Returns the sequence number it was given. Nothing is
-    /// written if it fails, and the caller keeps the window to retry.
-    pub fn commit(&self, queues: &[sled::Tree], cs: &Changeset) -> Result<u64, WriteError> {
-        let value = record::encode_changeset(cs);
-        self.ensure_space(value.len() * queues.len())?;
-        let mut trees = Vec::with_capacity(queues.len() + 1);
-        trees.push(self.meta.clone());
-        trees.extend(queues.iter().cloned());
-        let seq = trees
-            .as_slice()
-            .transaction(|t| {
-                let seq = match t[0].get(NEXT_SEQ)? {
-                    Some(v) => u64_of(&v).ok_or_else(|| {
-                        ConflictableTransactionError::Abort(sled::Error::Unsupported(
-                            "next_seq is corrupt".into(),
-                        ))
-                    })?,
-                    None => 1,
-                };
-                t[0].insert(NEXT_SEQ, &(seq + 1).to_be_bytes())?;
-                for q in &t[1..] {
-                    q.insert(&seq.to_be_bytes(), value.as_slice())?;
-                }
-                Ok(seq)
-            })
-            .map_err(|e| match e {
-                TransactionError::Abort(e) | TransactionError::Storage(e) => e,
-            })?;
-        self.db.flush()?;
-        Ok(seq)
-    }
-
-    /// Reads the oldest pending changesets of a queue, stopping after the
-    /// one that brings the total past `max_entries` entries (at least one
-    /// is always returned when the queue is not empty).
-    pub fn pending(&self, queue: &sled::Tree, max_entries: usize) -> Result<Vec<Pending>> {
-        let mut out = Vec::new();
-        let mut total = 0usize;
-        for kv in queue.iter() {
-            let (k, v) = kv.map_err(|e| self.err(e))?;
-            let seq = u64_of(&k).unwrap_or(0);
-            match record::decode_changeset(&v) {
-                Ok(cs) => {
-                    total += cs.entries.len();
-                    out.push(Pending {
-                        seq,
-                        changeset: Some(cs),
-                        corrupt: None,
-                    });
-                }
-                Err(e) => out.push(Pending {
-                    seq,
-                    changeset: None,
-                    corrupt: Some(e.to_string()),
-                }),
-            }
-            if total >= max_entries {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    /// Removes acknowledged changesets from a queue in one batch and
-    /// flushes. A lost ack only makes rsync run the same paths again.
-    pub fn ack(&self, queue: &sled::Tree, seqs: &[u64]) -> Result<()> {
-        self.ensure_space(seqs.len() * 16)
-            .map_err(|e| self.write_err(e))?;
-        let mut batch = sled::Batch::default();
-        for s in seqs {
-            batch.remove(&s.to_be_bytes());
-        }
-        queue.apply_batch(batch).map_err(|e| self.err(e))?;
-        self.flush()
-    }
-
-    /// Moves changesets from a queue to the dead-letter tree, atomically.
-    pub fn bury(
-        &self,
-        queue: &sled::Tree,
-        dead: &sled::Tree,
-        letters: &[(u64, DeadLetter)],
-    ) -> Result<()> {
-        self.ensure_space(4096 * letters.len())
-            .map_err(|e| self.write_err(e))?;
-        let values: Vec<(u64, Vec<u8>)> = letters
-            .iter()
-            .map(|(s, d)| (*s, record::encode_dead(d)))
-            .collect();
-        (queue, dead)
-            .transaction(|(q, d)| {
-                for (seq, v) in &values {
-                    q.remove(&seq.to_be_bytes())?;
-                    d.insert(&seq.to_be_bytes(), v.as_slice())?;
-                }
-                Ok::<(), ConflictableTransactionError<sled::Error>>(())
-            })
-            .map_err(|e| self.err(e))?;
-        self.flush()
-    }
-
-    /// Moves every dead letter of a destination back into its queue, with
-    /// its original sequence number (so it keeps its age). Returns how many.
-    pub fn revive(&self, queue: &sled::Tree, dead: &sled::Tree) -> Result<usize> {
-        self.ensure_space(4096 * dead.len())
-            .map_err(|e| self.write_err(e))?;
-        let mut n = 0;
-        for kv in dead.iter() {
-            let (k, v) = kv.map_err(|e| self.err(e))?;
-            let cs = match record::decode_dead(&v) {
-                Ok(d) => d.changeset,
-                // A corrupt dead letter comes back as a full sync.
-                Err(_) => Changeset {
-                    created_ms: now_ms(),
-                    entries: vec![Entry::full()],
-                },
-            };
-            let value = record::encode_changeset(&cs);
-            (queue, dead)
-                .transaction(|(q, d)| {
-                    q.insert(k.as_ref(), value.as_slice())?;
-                    d.remove(k.as_ref())?;
-                    Ok::<(), ConflictableTransactionError<sled::Error>>(())
-                })
-                .map_err(|e| self.err(e))?;
-            n += 1;
-        }
-        self.flush()?;
-        Ok(n)
-    }
-
-    /// Removes every pending changeset and dead letter of a destination.
-    /// Returns how many changesets were dropped.
-    pub fn purge(&self, queue: &sled::Tree, dead: &sled::Tree) -> Result<usize> {
-        let n = queue.len() + dead.len();
-        queue.clear().map_err(|e| self.err(e))?;
-        dead.clear().map_err(|e| self.err(e))?;
-        self.flush()?;
-        Ok(n)
-    }
-
-    /// The persisted status of a destination (default when none).
-    pub fn status(&self, target: &[u8]) -> DestStatus {
-        let key = [STATUS_PREFIX, target].concat();
-        self.meta
-            .get(key)
-            .ok()
-            .flatten()
-            .and_then(|v| record::decode_status(&v).ok())
-            .unwrap_or_default()
-    }
-
-    /// Persists the status of a destination. Not flushed on its own: it is
-    /// informational and rides along with the next commit or ack.
-    pub fn put_status(&self, target: &[u8], s: &DestStatus) -> Result<()> {
-        self.ensure_space(1024).map_err(|e| self.write_err(e))?;
-        let key = [STATUS_PREFIX, target].concat();
-        self.meta
-            .insert(key, record::encode_status(s))
-            .map_err(|e| self.err(e))?;
-        Ok(())
+    /// [`Store::flush`], where `what` names the operation it completes.
+    pub(crate) fn flush_for(&self, what: &'static str) -> Result<()> {
+        self.db.flush().map(|_| ()).map_err(self.sled_failed(what))
     }
 }
 
@@ -507,86 +327,6 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::changeset::Kind;
-
-    fn cs(paths: &[&str]) -> Changeset {
-        Changeset {
-            created_ms: 1,
-            entries: paths
-                .iter()
-                .map(|p| Entry::new(Kind::File, p.as_bytes()))
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn commit_reaches_every_queue_and_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = Store::open(dir.path()).unwrap();
-            assert!(s.is_fresh());
-            let qs = [
-                s.queue(OsStr::new("/a/")).unwrap(),
-                s.queue(OsStr::new("h:")).unwrap(),
-            ];
-            assert_eq!(s.commit(&qs, &cs(&["x"])).unwrap(), 1);
-            assert_eq!(s.commit(&qs, &cs(&["y"])).unwrap(), 2);
-            s.ack(&qs[0], &[1]).unwrap();
-        }
-        let s = Store::open(dir.path()).unwrap();
-        assert!(!s.is_fresh());
-        assert!(!s.was_clean().unwrap(), "no clean marker was written");
-        let a = s
-            .pending(&s.queue(OsStr::new("/a/")).unwrap(), 100)
-            .unwrap();
-        let h = s.pending(&s.queue(OsStr::new("h:")).unwrap(), 100).unwrap();
-        assert_eq!(a.iter().map(|p| p.seq).collect::<Vec<_>>(), [2]);
-        assert_eq!(h.iter().map(|p| p.seq).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(s.targets(), vec![b"/a/".to_vec(), b"h:".to_vec()]);
-    }
-
-    #[test]
-    fn pending_stops_past_the_entry_budget() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        let q = [s.queue(OsStr::new("d")).unwrap()];
-        for _ in 0..5 {
-            s.commit(&q, &cs(&["a", "b"])).unwrap();
-        }
-        assert_eq!(s.pending(&q[0], 3).unwrap().len(), 2);
-        assert_eq!(s.pending(&q[0], 1000).unwrap().len(), 5);
-    }
-
-    #[test]
-    fn a_corrupt_value_is_reported_not_fatal() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        let q = s.queue(OsStr::new("d")).unwrap();
-        q.insert(7u64.to_be_bytes(), &[0xff, 0xff][..]).unwrap();
-        let p = s.pending(&q, 10).unwrap();
-        assert_eq!(p.len(), 1);
-        assert!(p[0].changeset.is_none() && p[0].corrupt.is_some());
-    }
-
-    #[test]
-    fn dead_letters_move_out_and_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        let q = s.queue(OsStr::new("d")).unwrap();
-        let d = s.dead(OsStr::new("d")).unwrap();
-        s.commit(std::slice::from_ref(&q), &cs(&["a"])).unwrap();
-        let letter = DeadLetter {
-            changeset: cs(&["a"]),
-            error: "x".into(),
-            attempts: 3,
-            dead_since_ms: 1,
-        };
-        s.bury(&q, &d, &[(1, letter)]).unwrap();
-        assert_eq!((q.len(), d.len()), (0, 1));
-        assert_eq!(s.revive(&q, &d).unwrap(), 1);
-        assert_eq!((q.len(), d.len()), (1, 0));
-        assert_eq!(s.pending(&q, 9).unwrap()[0].seq, 1);
-    }
 
     #[test]
     fn clean_marker_round_trips() {
@@ -601,5 +341,22 @@ mod tests {
         s.mark_running().unwrap();
         drop(s);
         assert!(!Store::open(dir.path()).unwrap().was_clean().unwrap());
+    }
+
+    #[test]
+    fn a_refused_write_says_what_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        s.set_min_free(u64::MAX / 4);
+        let e = s.mark_clean().unwrap_err().to_string();
+        assert!(
+            e.starts_with("cannot write the clean-shutdown marker into the queue store at"),
+            "{e}"
+        );
+        assert!(e.contains("KiB are free"), "{e}");
+        assert!(
+            !e.contains("--reset-queue"),
+            "a full disk is not damage: {e}"
+        );
     }
 }

@@ -42,6 +42,15 @@ pub enum Change {
 /// The raw events notify delivers.
 pub type RawEvent = notify::Result<Event>;
 
+/// Whether a notify error means an inotify limit was hit: out of watches
+/// (`MaxFilesWatch`, or the raw ENOSPC that `inotify_add_watch` returns for
+/// it) or out of inotify instances (EMFILE).
+pub fn is_limit(e: &notify::Error) -> bool {
+    matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
+        || matches!(&e.kind, notify::ErrorKind::Io(io)
+            if matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EMFILE)))
+}
+
 /// An operator-facing explanation of a notify error, naming the sysctl to
 /// raise when a limit was hit.
 pub fn explain(e: &notify::Error, root: &Path) -> String {
@@ -50,17 +59,16 @@ pub fn explain(e: &notify::Error, root: &Path) -> String {
         .first()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| root.display().to_string());
-    let enospc =
-        matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::ENOSPC));
-    match &e.kind {
-        notify::ErrorKind::MaxFilesWatch => watches_hint(&at),
-        _ if enospc => watches_hint(&at),
-        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::EMFILE) => {
-            "too many inotify instances for this user: raise the limit with \
-             `sysctl fs.inotify.max_user_instances=N`"
-                .to_string()
-        }
-        other => format!("inotify error at {at}: {other:?}"),
+    let emfile =
+        matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::EMFILE));
+    if emfile {
+        "too many inotify instances for this user: raise the limit with \
+         `sysctl fs.inotify.max_user_instances=N`"
+            .to_string()
+    } else if is_limit(e) {
+        watches_hint(&at)
+    } else {
+        format!("inotify error at {at}: {:?}", e.kind)
     }
 }
 
@@ -76,11 +84,8 @@ pub fn interpret(root: &Path, ev: RawEvent) -> Vec<Change> {
     let ev = match ev {
         Ok(ev) => ev,
         Err(e) => {
-            let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
-                || matches!(&e.kind, notify::ErrorKind::Io(io)
-                    if matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EMFILE)));
             let msg = explain(&e, root);
-            let mut out = vec![if limit {
+            let mut out = vec![if is_limit(&e) {
                 Change::Limit(msg)
             } else {
                 Change::Error(msg)

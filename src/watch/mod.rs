@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use notify::{Config, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 
-pub use events::{abs, explain, interpret, rel, Change, RawEvent};
+pub use events::{abs, explain, interpret, is_limit, rel, Change, RawEvent};
 
 use crate::changeset::Entry;
 use crate::error::{Error, Result};
@@ -240,12 +240,6 @@ impl Watch {
     pub fn rescanned(&mut self, now: Instant) {
         self.last_rescan = Some(now);
     }
-}
-
-fn is_limit(e: &notify::Error) -> bool {
-    matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
-        || matches!(&e.kind, notify::ErrorKind::Io(io)
-            if matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EMFILE)))
 }
 
 #[cfg(test)]

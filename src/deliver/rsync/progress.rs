@@ -19,55 +19,7 @@
 
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
-/// A full sync's progress, as `syncd status` shows it and the log prints
-/// it. The JSON field names are part of the status contract.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Progress {
-    /// rsync's percentage: bytes sent of the tree's total size; `null`
-    /// until rsync sent its first file.
-    pub percent: Option<u8>,
-    /// File data sent so far.
-    pub bytes_done: u64,
-    /// The tree's total size, estimated from the percentages (`null` until
-    /// the first percent is reached).
-    pub bytes_total: Option<u64>,
-    /// Entries of the file list checked so far.
-    pub files_done: Option<u64>,
-    /// Entries in the file list (files, directories, links).
-    pub files_total: Option<u64>,
-    /// Seconds left at the byte rate so far, when it can be told.
-    pub eta_s: Option<u64>,
-    /// Seconds since the run started.
-    pub elapsed_s: u64,
-}
-
-impl Progress {
-    /// One line for the log and `syncd status`:
-    /// `45% (1.2 GB of 2.7 GB), 12,000 of 202,001 files, ETA 0:03:10`.
-    pub fn describe(&self) -> String {
-        let Some(pct) = self.percent else {
-            return format!(
-                "scanning, nothing sent yet (running {})",
-                clock(self.elapsed_s)
-            );
-        };
-        let mut s = match self.bytes_total {
-            Some(t) => format!("{pct}% ({} of {})", bytes(self.bytes_done), bytes(t)),
-            None => format!("{pct}% ({} sent)", bytes(self.bytes_done)),
-        };
-        match (self.files_done, self.files_total) {
-            (Some(d), Some(t)) => s.push_str(&format!(", {} of {} files", grouped(d), grouped(t))),
-            (Some(d), None) => s.push_str(&format!(", {} files", grouped(d))),
-            _ => {}
-        }
-        if let Some(eta) = self.eta_s {
-            s.push_str(&format!(", ETA {}", clock(eta)));
-        }
-        s
-    }
-}
+use crate::observe::status::Progress;
 
 /// The totals rsync prints at the end of a run (`--info=stats2`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -264,42 +216,10 @@ fn number(w: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// A byte count with one decimal in SI units: `950 B`, `1.2 MB`, `2.7 GB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
-    if n < 1000 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1000.0;
-    let mut u = 0;
-    while v >= 999.95 && u + 1 < UNITS.len() {
-        v /= 1000.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", UNITS[u])
-}
-
-/// `12,000`.
-pub fn grouped(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Seconds as `H:MM:SS`.
-pub fn clock(s: u64) -> String {
-    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::status::{bytes, clock};
     use std::time::Duration;
 
     #[test]
@@ -416,18 +336,5 @@ mod tests {
         t.line(b"600 6% 1kB/s 0:00:00", t0);
         let est = t.progress(t0).bytes_total.unwrap();
         assert!((8_500..=10_100).contains(&est), "{est}");
-    }
-
-    #[test]
-    fn figures_read_well() {
-        assert_eq!(bytes(999), "999 B");
-        assert_eq!(bytes(1_234_567), "1.2 MB");
-        assert_eq!(bytes(2_700_000_000), "2.7 GB");
-        assert_eq!(bytes(999_999), "1.0 MB");
-        assert_eq!(grouped(12_000), "12,000");
-        assert_eq!(grouped(202_001), "202,001");
-        assert_eq!(grouped(7), "7");
-        assert_eq!(clock(190), "0:03:10");
-        assert_eq!(clock(3 * 3600 + 61), "3:01:01");
     }
 }

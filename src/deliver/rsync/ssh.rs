@@ -19,81 +19,15 @@
 //! `--timeout` still bound each run.
 
 use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::config::destopts::DestOptions;
 use crate::config::location::{Destination, Place};
+use crate::config::state::Fnv;
 use crate::deliver::rsync::Outcome;
-
-/// Splits a remote-shell command as rsync splits `-e`: words are separated
-/// by spaces; single or double quotes group, and a doubled quote inside
-/// quotes is a literal quote. No backslash escapes.
-pub fn split_command(s: &OsStr) -> Result<Vec<OsString>, String> {
-    let b = s.as_bytes();
-    let mut words = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b' ' {
-            i += 1;
-            continue;
-        }
-        let mut w = Vec::new();
-        let mut quote: Option<u8> = None;
-        while i < b.len() && (b[i] != b' ' || quote.is_some()) {
-            let c = b[i];
-            match quote {
-                None if c == b'\'' || c == b'"' => quote = Some(c),
-                Some(q) if c == q => {
-                    if b.get(i + 1) == Some(&q) {
-                        w.push(q);
-                        i += 1;
-                    } else {
-                        quote = None;
-                    }
-                }
-                _ => w.push(c),
-            }
-            i += 1;
-        }
-        if let Some(q) = quote {
-            return Err(format!(
-                "the remote shell command {:?} lacks a trailing {}",
-                s.to_string_lossy(),
-                q as char
-            ));
-        }
-        words.push(OsString::from_vec(w));
-    }
-    Ok(words)
-}
-
-/// Joins words into one `-e` value that [`split_command`] (and rsync)
-/// splits back into the same words.
-pub fn join_command(words: &[OsString]) -> OsString {
-    let mut out = Vec::new();
-    for (n, w) in words.iter().enumerate() {
-        if n > 0 {
-            out.push(b' ');
-        }
-        let b = w.as_bytes();
-        if !b.is_empty() && !b.iter().any(|&c| c == b' ' || c == b'\'' || c == b'"') {
-            out.extend_from_slice(b);
-            continue;
-        }
-        out.push(b'\'');
-        for &c in b {
-            out.push(c);
-            if c == b'\'' {
-                out.push(b'\'');
-            }
-        }
-        out.push(b'\'');
-    }
-    OsString::from_vec(out)
-}
 
 /// Whether the remote shell is ssh (so syncd's ssh options apply): one of
 /// its words is a program named `ssh` (`ssh`, `/usr/bin/ssh`, or the `ssh`
@@ -164,58 +98,6 @@ pub fn control_path(dest: &Destination, opts: &DestOptions) -> Option<PathBuf> {
         h.write(&[0]);
     }
     Some(dir.join(format!("{:016x}", h.0)))
-}
-
-/// FNV-1a, 64 bits: a stable file name, not a security boundary (the
-/// directory is private).
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-    fn write(&mut self, b: &[u8]) {
-        for &c in b {
-            self.0 ^= c as u64;
-            self.0 = self.0.wrapping_mul(0x100_0000_01b3);
-        }
-    }
-}
-
-/// The longest control directory path that still fits a socket path:
-/// `sun_path` holds 107 bytes, ssh appends `/` + 16 hex digits for our
-/// name and `.` + 16 random characters while it creates the socket.
-const MAX_CONTROL_DIR: usize = 107 - 17 - 17;
-
-/// Where the control sockets of a state directory live: `STATE/ssh`, or,
-/// when that path is too long for a socket or has characters ssh's option
-/// parser would split on, `$XDG_RUNTIME_DIR/syncd-HASH` or
-/// `/tmp/syncd-UID/HASH`. Pure: [`prepare`] creates it when a worker
-/// starts, so `--dry-run` touches nothing.
-pub fn control_dir(state_dir: &Path) -> PathBuf {
-    let preferred = state_dir.join("ssh");
-    if fits(&preferred) {
-        return preferred;
-    }
-    let mut h = Fnv::new();
-    h.write(state_dir.as_os_str().as_bytes());
-    let hash = format!("{:016x}", h.0);
-    if let Some(run) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        let p = run.join(format!("syncd-{hash}"));
-        if fits(&p) {
-            return p;
-        }
-    }
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
-    PathBuf::from(format!("/tmp/syncd-{uid}/{hash}"))
-}
-
-fn fits(p: &Path) -> bool {
-    let b = p.as_os_str().as_bytes();
-    b.len() <= MAX_CONTROL_DIR
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"/._-+@,".contains(c))
 }
 
 /// Creates the control directory of `opts` (mode 0700, checked to be this
@@ -324,31 +206,10 @@ pub fn close_master(dest: &Destination, opts: &DestOptions) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::state::{control_dir, MAX_CONTROL_DIR};
 
     fn words(s: &str) -> Vec<OsString> {
-        split_command(OsStr::new(s)).unwrap()
-    }
-
-    #[test]
-    fn commands_split_as_rsync_splits_them() {
-        assert_eq!(words("ssh  -p 22"), ["ssh", "-p", "22"]);
-        assert_eq!(words("ssh -i '/a b/k'"), ["ssh", "-i", "/a b/k"]);
-        assert_eq!(words(r#"ssh -o "X=it""s""#), ["ssh", "-o", "X=it\"s"]);
-        assert_eq!(words("ssh ''"), ["ssh", ""]);
-        assert_eq!(words("a'b c'd"), ["ab cd"]);
-        assert!(split_command(OsStr::new("ssh \"x")).is_err());
-    }
-
-    #[test]
-    fn joined_commands_split_back_into_the_same_words() {
-        let cases: Vec<Vec<OsString>> = vec![
-            vec!["ssh".into(), "-i".into(), "/a b/it's".into()],
-            vec!["x".into(), "".into(), "\"q\"".into(), "''".into()],
-            vec![OsString::from_vec(b"\xff \xfe".to_vec())],
-        ];
-        for w in cases {
-            assert_eq!(split_command(&join_command(&w)).unwrap(), w);
-        }
+        crate::config::words::split_command(OsStr::new(s)).unwrap()
     }
 
     #[test]

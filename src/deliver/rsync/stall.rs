@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 pub const MIN_PROGRESS: u64 = 64 * 1024;
 
 /// Watches one rsync run.
-pub struct Watchdog {
+pub struct StallWatch {
     limit: Option<Duration>,
     every: Duration,
     started: Instant,
@@ -40,15 +40,15 @@ pub struct Watchdog {
     total: u64,
 }
 
-impl Watchdog {
+impl StallWatch {
     /// A watchdog that ends a run after `limit` without progress; `None`
     /// never ends one.
-    pub fn new(limit: Option<Duration>) -> Watchdog {
+    pub fn new(limit: Option<Duration>) -> StallWatch {
         let now = Instant::now();
         let every = limit
             .map(|l| (l / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)))
             .unwrap_or(Duration::from_secs(1));
-        Watchdog {
+        StallWatch {
             limit,
             every,
             started: now,
@@ -152,7 +152,7 @@ mod tests {
 
     #[test]
     fn progress_is_bytes_beyond_keepalive_noise() {
-        let mut w = Watchdog::new(Some(Duration::from_secs(10)));
+        let mut w = StallWatch::new(Some(Duration::from_secs(10)));
         let t0 = w.last_progress;
         w.observe(vec![(1, 100), (2, 100)], t0 + Duration::from_secs(1));
         assert_eq!(
@@ -177,7 +177,7 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
-        let mut w = Watchdog::new(Some(Duration::from_millis(400)));
+        let mut w = StallWatch::new(Some(Duration::from_millis(400)));
         let t = Instant::now();
         let why = loop {
             if let Some(why) = w.check(pid) {
@@ -190,7 +190,7 @@ mod tests {
         assert!(!w.seen.is_empty(), "the group's process was sampled");
         let _ = child.kill();
         let _ = child.wait();
-        assert_eq!(Watchdog::new(None).check(pid), None);
+        assert_eq!(StallWatch::new(None).check(pid), None);
     }
 
     use std::os::unix::process::CommandExt;

@@ -14,12 +14,15 @@ use std::sync::Mutex;
 use crossbeam_channel::Sender;
 
 use crate::changeset::escape;
+use crate::config::DestConfig;
 use crate::error::{Error, Result};
-use crate::observe::inspect::{self, DaemonInfo, Inspection, Report, StatusReport, STOPPED, UNCONFIGURED};
+use crate::observe::inspect::{
+    self, DaemonInfo, Inspection, Report, StatusReport, STOPPED, UNCONFIGURED,
+};
+use crate::observe::status::{Cmd, Live, WorkerLink};
 use crate::store::{now_ms, Store};
-use crate::deliver::worker::{Cmd, DestConfig, Handle, Live};
 
-use super::protocol::{Changed, Moved, Reply, Request, VERSION};
+use super::protocol::{Action, Changed, Moved, Reply, Request, VERSION};
 
 /// What an operation can see and touch.
 pub struct View<'a> {
@@ -54,7 +57,7 @@ impl<'a> View<'a> {
     pub fn running(
         store: &'a Store,
         dests: &'a [DestConfig],
-        workers: &'a [Handle],
+        workers: &'a [WorkerLink],
         started_ms: u64,
     ) -> View<'a> {
         let dests = dests
@@ -156,8 +159,8 @@ pub fn handle(view: &View<'_>, req: &Request) -> Result<Reply> {
     match req {
         Request::Inspect { dest, entries } => inspect(view, dest.as_deref(), *entries),
         Request::Status { max_failures } => Ok(Reply::Status(status(view, *max_failures)?)),
-        Request::Retry { dest } => change(view, "retry", dest.as_deref()),
-        Request::Purge { dest } => change(view, "purge", Some(dest)),
+        Request::Retry { dest } => change(view, Action::Retry, dest.as_deref()),
+        Request::Purge { dest } => change(view, Action::Purge, Some(dest)),
     }
 }
 
@@ -205,7 +208,7 @@ fn status(view: &View<'_>, max_failures: u32) -> Result<StatusReport> {
 
 /// `retry` (dead letters back into the queue) or `purge` (drop the queue
 /// and the dead letters) on every destination `dest` names, or on all.
-fn change(view: &View<'_>, action: &str, dest: Option<&str>) -> Result<Reply> {
+fn change(view: &View<'_>, action: Action, dest: Option<&str>) -> Result<Reply> {
     let mut moved = Vec::new();
     for s in view.slots() {
         let name = view.name(&s);
@@ -215,15 +218,16 @@ fn change(view: &View<'_>, action: &str, dest: Option<&str>) -> Result<Reply> {
         }
         let t = OsStr::from_bytes(&s.target);
         let (queue, dead) = (view.store.queue(t)?, view.store.dead(t)?);
-        let n = if action == "purge" {
-            view.store.purge(&queue, &dead)?
-        } else {
-            view.store.revive(&queue, &dead)?
+        let n = match action {
+            Action::Purge => view.store.purge(&queue, &dead)?,
+            Action::Retry => view.store.revive(&queue, &dead)?,
         };
         match action {
-            "purge" => log::warn!("[{name}] purged {n} changesets on request"),
-            _ if n > 0 => log::info!("[{name}] {n} dead changesets back in the queue on request"),
-            _ => {}
+            Action::Purge => log::warn!("[{name}] purged {n} changesets on request"),
+            Action::Retry if n > 0 => {
+                log::info!("[{name}] {n} dead changesets back in the queue on request")
+            }
+            Action::Retry => {}
         }
         // The worker re-reads its queue now: a revived changeset runs at
         // once, and a purged destination stops backing off for nothing.
@@ -242,7 +246,7 @@ fn change(view: &View<'_>, action: &str, dest: Option<&str>) -> Result<Reply> {
         return Err(unknown(view, d));
     }
     Ok(Reply::Changed(Changed {
-        action: action.into(),
+        action,
         destinations: moved,
     }))
 }

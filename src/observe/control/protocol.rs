@@ -14,13 +14,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::observe::inspect::{Inspection, StatusReport};
+use crate::observe::status::DEFAULT_MAX_FAILURES;
 
 /// The protocol version this build speaks.
 pub const VERSION: u32 = 1;
 /// The longest request line the daemon reads, in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
-/// `syncd status`'s default for `--max-failures`.
-pub const DEFAULT_MAX_FAILURES: u32 = 10;
 
 /// What a client asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,11 +59,30 @@ pub enum Reply {
     Changed(Changed),
 }
 
+/// An action on the queues of destinations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Dead letters back into the queue; the worker tries now.
+    Retry,
+    /// Every pending changeset and dead letter dropped.
+    Purge,
+}
+
+impl Action {
+    /// The word of the protocol and of the command's output.
+    pub fn word(self) -> &'static str {
+        match self {
+            Action::Retry => "retry",
+            Action::Purge => "purge",
+        }
+    }
+}
+
 /// The outcome of `retry` or `purge`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Changed {
-    /// `retry` or `purge`.
-    pub action: String,
+    pub action: Action,
     pub destinations: Vec<Moved>,
 }
 
@@ -246,7 +264,7 @@ mod tests {
     #[test]
     fn answers_round_trip() {
         let ok = Ok(Reply::Changed(Changed {
-            action: "retry".into(),
+            action: Action::Retry,
             destinations: vec![],
         }));
         let line = encode_response(&ok);

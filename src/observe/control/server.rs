@@ -26,9 +26,10 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::config::DestConfig;
 use crate::error::{Error, Result};
+use crate::observe::status::WorkerLink;
 use crate::store::{now_ms, Store};
-use crate::deliver::worker::{DestConfig, Handle};
 
 use super::ops::{self, View};
 use super::protocol::{self, Failure, Reply, Request, MAX_LINE};
@@ -112,7 +113,12 @@ impl Server {
     /// Answers one request on the main loop. `running` is the daemon's
     /// store and workers, or `None` while the store is being reopened
     /// after an error, when the request is refused with that reason.
-    pub fn answer(&self, call: Call, dests: &[DestConfig], running: Option<(&Store, &[Handle])>) {
+    pub fn answer(
+        &self,
+        call: Call,
+        dests: &[DestConfig],
+        running: Option<(&Store, &[WorkerLink])>,
+    ) {
         let result = match running {
             Some((store, workers)) => {
                 let view = View::running(store, dests, workers, self.started_ms);

@@ -1,0 +1,131 @@
+//! The intake: raw inotify events, through the watch, into the open window.
+//!
+//! One implementation serves the daemon and the dry run, so both react to
+//! every kind of change the same way: an entry joins the window, a file
+//! opened or closed for writing is marked, a kernel queue overflow queues
+//! a full sync and rebuilds the watch set, a watch limit degrades the watch
+//! (the unwatched part gets a periodic full sync), and a lost root ends the
+//! run. It owns nothing durable: what it collects is committed by the
+//! caller.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::aggregate::Aggregator;
+use crate::changeset::{escape, Entry};
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+use crate::watch::{self, Change, RawEvent, Watch};
+
+/// The watch of the source and the window it feeds.
+pub struct Intake {
+    pub watch: Watch,
+    pub window: Aggregator,
+    root: PathBuf,
+}
+
+impl Intake {
+    /// Watches the source of `cfg` (events go to `tx`) and opens an empty
+    /// window with `cfg`'s timing.
+    pub fn start(cfg: &RunConfig, tx: Sender<RawEvent>) -> Result<Intake> {
+        let watch = Watch::start(&cfg.source.root, tx, cfg.exclude())?;
+        let window = Aggregator::new(
+            cfg.delay,
+            cfg.window_cap,
+            cfg.workers.full_threshold,
+            cfg.hold,
+        );
+        Ok(Intake {
+            watch,
+            window,
+            root: cfg.source.root.clone(),
+        })
+    }
+
+    /// Feeds one raw event into the window. With `live` (not while
+    /// stopping), an overflow also rebuilds the watch set. Fails when the
+    /// root is lost or cannot be watched again.
+    pub fn absorb(&mut self, raw: RawEvent, live: bool) -> Result<()> {
+        let now = Instant::now();
+        for change in self.watch.interpret(raw) {
+            match change {
+                Change::Entry(e) => {
+                    log::trace!("event: {} {}", e.kind.name(), escape(&e.path));
+                    self.window.add(e, now);
+                }
+                Change::Rescan => {
+                    log::warn!(
+                        "the inotify queue overflowed: events were lost; rebuilding the watch and \
+                         queueing a full sync (raise fs.inotify.max_queued_events if this repeats)"
+                    );
+                    self.window.add(Entry::full(), now);
+                    if live {
+                        self.watch.rebuild()?;
+                    }
+                }
+                Change::Writing(p) => self.window.writing(&p, now),
+                Change::Closed(p) => self.window.closed(&p),
+                Change::Error(msg) => log::error!("{msg}"),
+                Change::Limit(msg) => {
+                    log::error!(
+                        "{msg}; until then the unwatched directories are synced whole now and by \
+                         a full sync every {}s",
+                        watch::DEGRADED_RESCAN.as_secs()
+                    );
+                    self.watch.degrade();
+                }
+                Change::RootLost(how) => {
+                    return Err(Error::RootLost {
+                        path: self.root.clone(),
+                        how,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues the periodic full sync of a degraded watch when it is due.
+    pub fn tick(&mut self, now: Instant) {
+        if self.watch.next_rescan().is_some_and(|t| now >= t) {
+            log::warn!("part of the tree is not watched (inotify limits): periodic full sync");
+            self.window.add(Entry::full(), now);
+            self.watch.rescanned(now);
+        }
+    }
+
+    /// Queues a full sync of the whole tree (SIGHUP, or asked for).
+    pub fn full_sync(&mut self) {
+        self.window.add(Entry::full(), Instant::now());
+    }
+
+    /// The earliest moment something here needs the main loop: the window
+    /// closing, or a degraded watch's periodic full sync.
+    pub fn next_wake(&self) -> Option<Instant> {
+        [self.window.deadline(), self.watch.next_rescan()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+/// Turns SIGTERM, SIGINT and SIGHUP into messages on a channel.
+pub fn signals() -> Result<Receiver<i32>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut sigs = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| Error::os("cannot install the signal handlers", e))?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for s in sigs.forever() {
+                if tx.send(s).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| Error::os("cannot start the signal thread", e))?;
+    Ok(rx)
+}
