@@ -24,6 +24,40 @@ pub enum RecordError {
     Trailing { what: &'static str, extra: usize },
 }
 
+/// Why an operation on the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state file system is (nearly) full; nothing was written.
+    #[error(
+        "only {} KiB are free on the file system of {}, and syncd keeps {} KiB free so \
+         that the store never fills the disk half-way through a write",
+        free / 1024,
+        path.display(),
+        min / 1024
+    )]
+    LowSpace { path: PathBuf, free: u64, min: u64 },
+    /// sled failed. After an I/O error sled 0.34 cannot be used (or even
+    /// dropped) safely any more in this process.
+    #[error("{0}")]
+    Sled(#[from] sled::Error),
+    /// The schema version is missing, malformed or newer than this syncd.
+    #[error("{0}")]
+    Schema(#[from] migrations::Error),
+    /// The files are not a store sled can read.
+    #[error("{0}")]
+    Corrupt(String),
+    /// Another process has the database open.
+    #[error("another process has it open")]
+    Busy,
+}
+
+impl StoreError {
+    /// Whether sled itself failed, so the handle is unusable from now on.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, StoreError::Sled(_))
+    }
+}
+
 /// Everything that ends a syncd command.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -70,7 +104,7 @@ pub enum Error {
         what: &'static str,
         path: PathBuf,
         #[source]
-        source: crate::store::StoreError,
+        source: StoreError,
         hint: &'static str,
     },
 

@@ -52,14 +52,6 @@ pub struct RunConfig {
     pub min_free: u64,
 }
 
-impl RunConfig {
-    /// The watcher's view of the filter.
-    pub fn exclude(&self) -> crate::watch::Exclude {
-        let f = self.filter.clone();
-        std::sync::Arc::new(move |p: &[u8], is_dir: bool| f.excluded(p, is_dir))
-    }
-}
-
 /// A destination's settings as a worker needs them.
 #[derive(Debug, Clone)]
 pub struct DestConfig {
@@ -85,7 +77,7 @@ pub struct WorkerSettings {
     /// here, so rsync is never given an excluded path explicitly.
     pub filter: Arc<crate::config::filter::Filter>,
     /// Run a full sync of an empty SOURCE even onto a destination that holds
-    /// data (`--allow-empty-source`); see [`crate::deliver::guard`].
+    /// data (`--allow-empty-source`); see `deliver::guard`.
     pub allow_empty_source: bool,
 }
 

@@ -9,6 +9,7 @@
 //! caller.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -30,7 +31,9 @@ impl Intake {
     /// Watches the source of `cfg` (events go to `tx`) and opens an empty
     /// window with `cfg`'s timing.
     pub fn start(cfg: &RunConfig, tx: Sender<RawEvent>) -> Result<Intake> {
-        let watch = Watch::start(&cfg.source.root, tx, cfg.exclude())?;
+        let filter = cfg.filter.clone();
+        let exclude: watch::Exclude = Arc::new(move |p: &[u8], dir| filter.excluded(p, dir));
+        let watch = Watch::start(&cfg.source.root, tx, exclude)?;
         let window = Aggregator::new(
             cfg.delay,
             cfg.window_cap,
