@@ -1,7 +1,7 @@
 //! The changeset optimizer: pure code that turns the raw entries of one or
 //! many windows into the smallest canonical set that syncs the same mirror.
 //!
-//! It owns the rules of DESIGN.md: drop invalid paths, keep one entry per
+//! It owns the optimizer's rules (ARCHITECTURE.md): drop invalid paths, keep one entry per
 //! path with the strongest kind, drop everything at or below an entry that
 //! covers its subtree, and collapse to one full sync when the set is huge.
 //! It does no I/O, so it is unit-tested, property-tested and fuzzed; the

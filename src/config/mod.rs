@@ -1,11 +1,15 @@
-//! Validated settings: the command line turned into what the daemon runs.
+//! Settings: the command line and the config file turned into what the
+//! daemon runs.
 //!
-//! `cli` describes arguments; this module checks them and resolves paths
-//! once, at start, so a bad invocation fails before anything is watched or
-//! written, with a message that says what to write instead. It refuses the
-//! combinations that lose data or loop forever: a destination inside the
-//! source (every sync would trigger another), a state directory inside the
-//! source (every commit would), two destinations with the same target.
+//! [`cli`] only describes arguments (clap types stay there), [`file`] reads
+//! the TOML file, [`build`] checks both and resolves paths once, at start,
+//! so a bad invocation fails before anything is watched or written, with a
+//! message that says what to write instead; [`location`] parses SOURCE and
+//! DEST, [`filter`] the excludes, [`destopts`] each destination's rsync
+//! settings, [`state`] where the state lives. The types below are what the
+//! rest of syncd reads: no other folder sees a clap type. This folder
+//! imports only the core types, the store's constants and the shared
+//! status leaf; nothing here starts a thread or touches a destination.
 
 pub mod build;
 pub mod cli;

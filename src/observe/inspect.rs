@@ -8,7 +8,7 @@
 //! the exit status of `syncd status` follows. Both render as a table or as
 //! JSON; the JSON field names are a stable contract (README, "JSON
 //! fields"): fields may be added, never renamed or removed. The inspect
-//! shape is the one DESIGN.md gives. Every name or path printed is escaped
+//! shape is the one the README documents. Every name or path printed is escaped
 //! (`changeset::escape`), so a newline or a control byte in a file name can
 //! neither forge a line of the table nor break a monitoring parser.
 

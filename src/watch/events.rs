@@ -1,6 +1,6 @@
 //! What each raw inotify event means for the mirror.
 //!
-//! Pure rules, following `research/rust-crates.md` §1: an overflow (an event
+//! Pure rules, from notify's behaviour as ARCHITECTURE.md records it: an overflow (an event
 //! with `need_rescan()`, which has no paths) becomes a full sync; a new or
 //! moved-in directory becomes a `Tree`, because notify never reports files
 //! created in it before its watch existed; a close after writing, a write or

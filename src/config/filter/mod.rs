@@ -6,8 +6,8 @@
 //! not protect a path that is listed explicitly. An exclude of a directory
 //! works by rsync not descending into it; a listed `cache/y` bypasses that
 //! descent, so it is sent, and a listed missing `cache/x` is deleted through
-//! `--delete-missing-args` (measured in `research/rsync-strategies.md`
-//! §2.1 item 6). So syncd drops every path that is, or lies below, an
+//! `--delete-missing-args` (measured; ARCHITECTURE.md, "Facts the design
+//! rests on"). So syncd drops every path that is, or lies below, an
 //! excluded path before it is watched or queued ([`Filter::excluded`]), and
 //! still gives rsync the same rules ([`Filter::rsync_args`]): they are what
 //! keeps excluded names out of recursive tree runs and protects

@@ -3,8 +3,8 @@
 //! rsync's `--timeout` and ssh's `ServerAlive*` notice a link on which
 //! nothing moves. They miss a half-frozen peer: when only one of the two
 //! remote rsync processes hangs, the other keeps the connection alive with
-//! keep-alive messages and the run hangs forever (measured in
-//! `research/test-infra.md`). The watchdog measures progress itself, from
+//! keep-alive messages and the run hangs forever (measured; ARCHITECTURE.md,
+//! "Facts the design rests on"). The watchdog measures progress itself, from
 //! the I/O counters of the run's processes (`rchar + wchar` in
 //! `/proc/PID/io` of every process in rsync's process group: rsync, its
 //! local children, and the ssh client). Those count every byte read or
