@@ -24,15 +24,15 @@ use syncd::store::Store;
 
 /// `paths` file entries with realistic names, in optimizer order.
 fn changeset(paths: usize) -> Changeset {
-    Changeset {
-        created_ms: 1_700_000_000_000,
-        entries: (0..paths)
+    Changeset::new(
+        1_700_000_000_000,
+        (0..paths)
             .map(|i| {
                 let p = format!("proj{}/src/module_{:02}/file_{i:05}.rs", i / 500, i % 40);
                 Entry::new(Kind::File, p)
             })
             .collect(),
-    }
+    )
 }
 
 /// The nearest-rank percentile of sorted samples.

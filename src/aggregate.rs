@@ -148,10 +148,7 @@ impl Aggregator {
                 ready.push(e.clone());
             }
         }
-        Changeset {
-            created_ms,
-            entries: ready,
-        }
+        Changeset::new(created_ms, ready)
     }
 
     /// Forgets the committed part of the window; held entries stay and open

@@ -11,12 +11,18 @@ use std::cmp::Ordering;
 ///
 /// The variants are ordered by strength: when one window sees the same path
 /// twice, the stronger kind wins (`Tree` over `File` over `Gone` over
-/// `Attrs`), because a stronger kind does everything a weaker one does.
+/// `Listing` over `Attrs`), because a stronger kind does everything a weaker
+/// one does for that path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     /// An existing directory whose own mode, owner or times changed: a
     /// non-recursive run updates it without descending.
     Attrs,
+    /// An existing directory whose entries changed while nobody watched
+    /// (the restart scan): its own attributes and its direct children are
+    /// synced, children gone from the source are deleted, and nothing below
+    /// them is descended into.
+    Listing,
     /// A path that disappeared (deleted or moved away). rsync deletes it on
     /// the destination through `--delete-missing-args`.
     Gone,
@@ -29,18 +35,20 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// Whether an entry of this kind also covers every path below it. Only
-    /// `Attrs` does not: it touches the directory itself and nothing inside.
-    /// A `File` or `Gone` path that turns out to be a directory at run time
-    /// is synced as a `Tree` (see `classify`), so they subsume too.
+    /// Whether an entry of this kind also covers every path below it.
+    /// `Attrs` and `Listing` do not: they touch the directory itself (and a
+    /// listing its direct children by rsync's quick check) and nothing
+    /// deeper. A `File` or `Gone` path that turns out to be a directory at
+    /// run time is synced as a `Tree` (see `classify`), so they subsume too.
     pub fn subsumes_children(self) -> bool {
-        self != Kind::Attrs
+        !matches!(self, Kind::Attrs | Kind::Listing)
     }
 
     /// The one-word name used in logs and `queue inspect`.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Attrs => "attrs",
+            Kind::Listing => "listing",
             Kind::Gone => "gone",
             Kind::File => "file",
             Kind::Tree => "tree",
@@ -79,16 +87,49 @@ impl Entry {
     }
 }
 
+/// A rename seen whole (its two halves paired by inotify's cookie): the
+/// destination renames `from` to `to` before the data pass, instead of
+/// deleting one and transferring the other.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Move {
+    pub from: Vec<u8>,
+    pub to: Vec<u8>,
+}
+
 /// A set of entries committed as one unit, with the time it was formed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Applying it means: the moves, in order, on the destination, then one
+/// data pass over the entries, whose paths are where the data is after the
+/// moves.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Changeset {
     /// Milliseconds since the Unix epoch when the window closed.
     pub created_ms: u64,
+    /// The watermark before this changeset: every change made in the
+    /// source before this time was in an earlier changeset (0 when not
+    /// known, as in changesets written before watermarks existed).
+    pub since_ms: u64,
+    /// The renames to replay first, in order.
+    pub moves: Vec<Move>,
     /// The optimized entries, in [`path_cmp`] order.
     pub entries: Vec<Entry>,
 }
 
 impl Changeset {
+    /// A changeset of `entries` alone.
+    pub fn new(created_ms: u64, entries: Vec<Entry>) -> Changeset {
+        Changeset {
+            created_ms,
+            entries,
+            ..Changeset::default()
+        }
+    }
+
+    /// Whether it holds nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.moves.is_empty()
+    }
+
     /// Whether this changeset is (or contains) a full sync of the root.
     pub fn is_full(&self) -> bool {
         self.entries.iter().any(Entry::is_full)

@@ -8,7 +8,7 @@
 //! run-time facts (does the path exist, is it a directory) are `classify`'s.
 //! It sorts once and sweeps once: O(n log n) in the number of entries.
 
-use crate::changeset::{is_below, path_cmp, valid_path, Entry, Kind};
+use crate::changeset::{is_below, path_cmp, valid_path, Entry};
 
 /// Past this many entries after pruning, a changeset becomes one full sync
 /// of the root: a recursive rsync of the whole tree is then about as cheap
@@ -73,23 +73,10 @@ pub fn is_canonical(entries: &[Entry]) -> bool {
     true
 }
 
-/// Counts entries by kind, for logs: `(files, gone, trees, attrs)`.
-pub fn tally(entries: &[Entry]) -> (usize, usize, usize, usize) {
-    let mut t = (0, 0, 0, 0);
-    for e in entries {
-        match e.kind {
-            Kind::File => t.0 += 1,
-            Kind::Gone => t.1 += 1,
-            Kind::Tree => t.2 += 1,
-            Kind::Attrs => t.3 += 1,
-        }
-    }
-    t
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::changeset::Kind;
     use Kind::*;
 
     fn e(kind: Kind, p: &str) -> Entry {

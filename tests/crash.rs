@@ -567,10 +567,7 @@ fn write_fixture(to: &Path) {
     let store = syncd::store::Store::open(to).unwrap();
     let t = OsStr::new("/fixture/dst/");
     let q = store.queue(t).unwrap();
-    let cs = |entries| Changeset {
-        created_ms: 1_795_000_000_000,
-        entries,
-    };
+    let cs = |entries| Changeset::new(1_795_000_000_000, entries);
     store
         .commit(
             std::slice::from_ref(&q),

@@ -253,7 +253,7 @@ fn sync(src: &Tree, dst: &mut Tree, entries: &[Entry], threshold: usize) -> Resu
     let plan = plan(entries.to_vec(), |p| src.stat(p), |_, _| false, threshold)
         .map_err(|_| "root gone")?;
     for (run, list) in plan.runs() {
-        rsync_run(src, dst, &list, run == Run::Main)?;
+        rsync_run(src, dst, &list, run == Run::Trees)?;
     }
     Ok(())
 }

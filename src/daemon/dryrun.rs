@@ -100,7 +100,7 @@ fn print(cfg: &RunConfig, out: &mut dyn Write, n: u64, entries: &[Entry]) -> Res
     }
     for d in &cfg.dests {
         for (run, list) in plan.runs() {
-            let full = run == Run::Main && plan.is_full();
+            let full = run == Run::Trees && plan.is_full();
             let args = rsync::argv(run, &cfg.source, &d.dest, &d.rsync, full);
             let line: Vec<String> = std::iter::once(d.rsync.program.to_string_lossy().into_owned())
                 .chain(args.iter().map(|a| shell_word(&a.to_string_lossy())))

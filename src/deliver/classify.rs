@@ -81,10 +81,9 @@ pub fn classify_with(
                 }
             }
         }
-        let kind = if e.kind == Kind::Attrs {
-            Kind::Attrs
-        } else {
-            Kind::Tree
+        let kind = match e.kind {
+            Kind::Attrs | Kind::Listing => e.kind,
+            _ => Kind::Tree,
         };
         out.push(Entry::new(kind, p.clone()));
     }

@@ -86,10 +86,7 @@ impl Outbox {
 
     /// Commits a full sync of the root, now; a failure is fatal (start-up).
     pub fn queue_full_sync(&self) -> Result<u64> {
-        let full = Changeset {
-            created_ms: now_ms(),
-            entries: vec![Entry::full()],
-        };
+        let full = Changeset::new(now_ms(), vec![Entry::full()]);
         let seq = self.commit(&full).map_err(|source| Error::Store {
             what: "cannot commit a full sync into",
             path: self.store.path().to_path_buf(),

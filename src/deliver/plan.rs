@@ -28,15 +28,17 @@ pub struct Tally {
     pub files: usize,
     pub gone: usize,
     pub trees: usize,
+    pub listings: usize,
     pub attrs: usize,
+    pub moves: usize,
 }
 
 impl std::fmt::Display for Tally {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "files {}, gone {}, trees {}, attrs {}",
-            self.files, self.gone, self.trees, self.attrs
+            "files {}, gone {}, trees {}, listings {}, attrs {}, moves {}",
+            self.files, self.gone, self.trees, self.listings, self.attrs, self.moves
         )
     }
 }
@@ -60,12 +62,23 @@ pub fn plan(
 
 impl Plan {
     /// The runs to start, in order, each with its entries; a run with no
-    /// entries is left out.
+    /// entries is left out. Files first, then trees, then directories, so
+    /// a directory's own attributes are set after its content changed.
     pub fn runs(&self) -> Vec<(Run, Vec<&Entry>)> {
-        let (main, attrs): (Vec<&Entry>, Vec<&Entry>) =
-            self.entries.iter().partition(|e| e.kind != Kind::Attrs);
-        [(Run::Main, main), (Run::Attrs, attrs)]
-            .into_iter()
+        let mut runs = [
+            (Run::Files, Vec::new()),
+            (Run::Trees, Vec::new()),
+            (Run::Dirs, Vec::new()),
+        ];
+        for e in &self.entries {
+            let i = match e.kind {
+                Kind::File | Kind::Gone => 0,
+                Kind::Tree => 1,
+                Kind::Attrs | Kind::Listing => 2,
+            };
+            runs[i].1.push(e);
+        }
+        runs.into_iter()
             .filter(|(_, list)| !list.is_empty())
             .collect()
     }
@@ -88,6 +101,7 @@ impl Plan {
                 Kind::File => t.files += 1,
                 Kind::Gone => t.gone += 1,
                 Kind::Tree => t.trees += 1,
+                Kind::Listing => t.listings += 1,
                 Kind::Attrs => t.attrs += 1,
             }
         }
@@ -129,16 +143,17 @@ mod tests {
         );
         let runs = p.runs();
         assert_eq!(runs.len(), 2);
-        assert_eq!(runs[0].0, Run::Main);
+        assert_eq!(runs[0].0, Run::Files);
         assert_eq!(runs[0].1.len(), 3);
-        assert_eq!(runs[1], (Run::Attrs, vec![&e(Attrs, "d")]));
+        assert_eq!(runs[1], (Run::Dirs, vec![&e(Attrs, "d")]));
         assert_eq!(
             p.tally(),
             Tally {
                 files: 2,
                 gone: 1,
                 trees: 0,
-                attrs: 1
+                attrs: 1,
+                ..Tally::default()
             }
         );
         assert!(!p.is_full());

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
-use crate::changeset::{Entry, Kind};
+use crate::changeset::Entry;
 use crate::config::location::Source;
 use crate::config::{DestConfig, WorkerSettings};
 use crate::deliver::classify::{lstat, RootGone};
@@ -177,7 +177,7 @@ impl Worker {
         let started = Instant::now();
         let mut sent = 0u64;
         for (run, list) in plan.runs() {
-            let progress = full && run == Run::Main;
+            let progress = full && run == Run::Trees;
             let args = rsync::argv(run, &self.source, &self.cfg.dest, &self.cfg.rsync, progress);
             let input = rsync::list(&self.source, &list);
             log::debug!(
@@ -345,9 +345,8 @@ impl Worker {
         let letters: Vec<(u64, DeadLetter)> = pending
             .iter()
             .map(|p| {
-                let changeset = p.changeset.clone().unwrap_or(crate::changeset::Changeset {
-                    created_ms: now_ms(),
-                    entries: vec![Entry::new(Kind::Tree, Vec::new())],
+                let changeset = p.changeset.clone().unwrap_or_else(|| {
+                    crate::changeset::Changeset::new(now_ms(), vec![Entry::full()])
                 });
                 (
                     p.seq,

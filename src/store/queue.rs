@@ -180,10 +180,7 @@ impl Store {
             let cs = match record::decode_dead(&v) {
                 Ok(d) => d.changeset,
                 // A corrupt dead letter comes back as a full sync.
-                Err(_) => Changeset {
-                    created_ms: now_ms(),
-                    entries: vec![Entry::full()],
-                },
+                Err(_) => Changeset::new(now_ms(), vec![Entry::full()]),
             };
             let value = record::encode_changeset(&cs);
             (queue, dead)
@@ -248,13 +245,13 @@ mod tests {
     use crate::changeset::Kind;
 
     fn cs(paths: &[&str]) -> Changeset {
-        Changeset {
-            created_ms: 1,
-            entries: paths
+        Changeset::new(
+            1,
+            paths
                 .iter()
                 .map(|p| Entry::new(Kind::File, p.as_bytes()))
                 .collect(),
-        }
+        )
     }
 
     #[test]

@@ -118,14 +118,15 @@ impl From<FilterError> for crate::error::Error {
     }
 }
 
-/// Whether an entry is excluded by `excluded(path, is_dir)`: trees and
-/// attribute changes are directories, files are not, and a gone path may
+/// Whether an entry is excluded by `excluded(path, is_dir)`: trees,
+/// listings and attribute changes are directories, files are not, and a
+/// gone path may
 /// have been either, so it is excluded if either would be: no deletion may
 /// touch an excluded path.
 pub fn entry_excluded(excluded: impl Fn(&[u8], bool) -> bool, e: &crate::changeset::Entry) -> bool {
     use crate::changeset::Kind;
     match e.kind {
-        Kind::Tree | Kind::Attrs => excluded(&e.path, true),
+        Kind::Tree | Kind::Listing | Kind::Attrs => excluded(&e.path, true),
         Kind::File => excluded(&e.path, false),
         Kind::Gone => excluded(&e.path, true) || excluded(&e.path, false),
     }

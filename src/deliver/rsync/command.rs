@@ -14,17 +14,24 @@
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
-use crate::changeset::Entry;
+use crate::changeset::{Entry, Kind};
 use crate::config::location::{Destination, Place, Source};
 use crate::config::DestOptions;
 
-/// Which of the two runs of a changeset.
+/// Which of the (at most three) runs of a changeset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Run {
-    /// Files, gone paths and trees: recursive, with deletions.
-    Main,
-    /// Directories whose own attributes changed: not recursive.
-    Attrs,
+    /// Files and gone paths, named by events or found changed by the
+    /// restart scan: sent whatever rsync's quick check says
+    /// (`--ignore-times`), since a file replaced by another of the same
+    /// size and mtime (`cp -p`) is a change the quick check cannot see.
+    Files,
+    /// New or moved-in trees and full syncs: recursive, with deletions, and
+    /// rsync's quick check, so unchanged files below cost a `stat`.
+    Trees,
+    /// Directories whose own attributes changed, and directory listings
+    /// (`./dir/`: its direct children, deleting those gone): not recursive.
+    Dirs,
 }
 
 /// The argv (without the program) of a run: the strategy's flags, the
@@ -43,9 +50,14 @@ pub fn argv(
     progress: bool,
 ) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
-    if run == Run::Main {
-        a.push("-r".into());
-        a.push("--delete".into());
+    match run {
+        Run::Files => a.push("--ignore-times".into()),
+        Run::Trees => {
+            a.push("-r".into());
+            a.push("--delete".into());
+        }
+        // Deletes only inside the directories listed with a trailing `/`.
+        Run::Dirs => a.push("--delete".into()),
     }
     for f in [
         "-R",
@@ -114,10 +126,15 @@ pub fn transport_args(dest: &Destination, opts: &DestOptions) -> Vec<OsString> {
 }
 
 /// The `--files-from` input of a run: `./path\0` per entry.
+/// A listing ends in `/`, which makes rsync send the directory's direct
+/// children (and, with `--delete`, delete those gone) without recursing.
 pub fn list(source: &Source, entries: &[&Entry]) -> Vec<u8> {
     let mut v = Vec::new();
     for e in entries {
         v.extend_from_slice(&source.list_entry(&e.path));
+        if e.kind == Kind::Listing {
+            v.push(b'/');
+        }
         v.push(0);
     }
     v
@@ -126,7 +143,6 @@ pub fn list(source: &Source, entries: &[&Entry]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::changeset::Kind;
     use std::path::Path;
 
     #[test]
@@ -137,7 +153,7 @@ mod tests {
             rel: b"a".to_vec(),
         };
         let d = Destination::resolve(OsStr::new("-weird"), Path::new("/dst")).unwrap();
-        let a = argv(Run::Main, &s, &d, &DestOptions::default(), false);
+        let a = argv(Run::Trees, &s, &d, &DestOptions::default(), false);
         let n = a.len();
         assert_eq!(
             &a[n - 3..],
@@ -145,14 +161,18 @@ mod tests {
         );
         assert!(a.contains(&"--modify-window=-1".into()));
         assert!(a.contains(&"-r".into()));
-        let attrs = argv(Run::Attrs, &s, &d, &DestOptions::default(), false);
-        assert!(!attrs.contains(&"-r".into()) && !attrs.contains(&"--delete".into()));
+        let dirs = argv(Run::Dirs, &s, &d, &DestOptions::default(), false);
+        assert!(!dirs.contains(&"-r".into()) && dirs.contains(&"--delete".into()));
+        assert!(!dirs.contains(&"--ignore-times".into()));
+        let files = argv(Run::Files, &s, &d, &DestOptions::default(), false);
+        assert!(!files.contains(&"-r".into()) && !files.contains(&"--delete".into()));
+        assert!(files.contains(&"--ignore-times".into()) && !a.contains(&"--ignore-times".into()));
         assert!(a.contains(&"--info=stats2".into()) && !a.contains(&"--no-inc-recursive".into()));
         let user = DestOptions {
             extra: vec!["--inc-recursive".into()],
             ..DestOptions::default()
         };
-        let full = argv(Run::Main, &s, &d, &user, true);
+        let full = argv(Run::Trees, &s, &d, &user, true);
         let at = |w: &str| full.iter().position(|x| x == w).unwrap();
         assert!(full.contains(&"--info=stats2,progress2".into()));
         assert!(
@@ -178,7 +198,7 @@ mod tests {
         };
         let args = |d: &str| -> Vec<String> {
             let d = Destination::resolve(OsStr::new(d), Path::new("/")).unwrap();
-            argv(Run::Main, &s, &d, &opts, false)
+            argv(Run::Trees, &s, &d, &opts, false)
                 .iter()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect()
@@ -217,8 +237,13 @@ mod tests {
             base: "/r".into(),
             rel: vec![],
         };
-        let es = [Entry::new(Kind::File, b"#c\nx".to_vec()), Entry::full()];
+        let es = [
+            Entry::new(Kind::File, b"#c\nx".to_vec()),
+            Entry::full(),
+            Entry::new(Kind::Listing, b"d".to_vec()),
+            Entry::new(Kind::Listing, b"".to_vec()),
+        ];
         let refs: Vec<&Entry> = es.iter().collect();
-        assert_eq!(list(&s, &refs), b"./#c\nx\0.\0");
+        assert_eq!(list(&s, &refs), b"./#c\nx\0.\0./d/\0./\0");
     }
 }
