@@ -77,13 +77,13 @@ fn main() {
             let mut samples = Vec::with_capacity(n);
             for i in 0..warmup + n {
                 let t = Instant::now();
-                let seq = store.commit(&qs, &cs).expect("commit");
+                let seq = store.commit(&qs, &cs, i as u64).expect("commit");
                 let took = t.elapsed();
                 if i >= warmup {
                     samples.push(took);
                 }
                 for q in &qs {
-                    store.ack(q, &[seq]).expect("ack");
+                    store.ack(q, &[seq], cs.entries.len() as u64).expect("ack");
                 }
             }
             samples.sort();

@@ -151,6 +151,26 @@ impl Aggregator {
         Changeset::new(created_ms, ready)
     }
 
+    /// The optimized changeset of the whole window, files still open for
+    /// writing included, as they are now: what a stop commits, so it stays
+    /// clean and a restart has nothing to guess.
+    pub fn changeset_all(&mut self, created_ms: u64) -> Changeset {
+        self.compact();
+        self.held.clear();
+        Changeset::new(created_ms, self.entries.clone())
+    }
+
+    /// Since when the longest-held file of the last [`Aggregator::changeset`]
+    /// has been held: its change is not committed, so the watermark must
+    /// not pass it.
+    pub fn oldest_held(&self) -> Option<Instant> {
+        self.held
+            .iter()
+            .filter_map(|e| self.open.get(&e.path))
+            .min()
+            .copied()
+    }
+
     /// Forgets the committed part of the window; held entries stay and open
     /// the next window. A file shipped while still open is held again for
     /// another `hold` from now.
@@ -294,6 +314,25 @@ mod tests {
                 .is_empty(),
             "held again"
         );
+    }
+
+    #[test]
+    fn a_stop_ships_open_files_and_the_oldest_hold_is_known() {
+        let t0 = Instant::now();
+        let mut a = agg(1, 1000);
+        a.add(f("log"), t0);
+        a.writing(b"log", t0);
+        a.add(f("later"), t0);
+        a.writing(b"later", t0 + Duration::from_secs(5));
+        a.add(f("done"), t0);
+        let cs = a.changeset(1, t0 + Duration::from_secs(10));
+        assert_eq!(cs.entries, vec![f("done")]);
+        assert_eq!(a.oldest_held(), Some(t0));
+        let all = a.changeset_all(2);
+        assert_eq!(all.entries, vec![f("done"), f("later"), f("log")]);
+        assert_eq!(a.oldest_held(), None);
+        a.clear(t0 + Duration::from_secs(10));
+        assert!(a.is_empty());
     }
 
     #[test]

@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use crate::aggregate::Aggregator;
 use crate::changeset::escape;
 use crate::deliver::outbox::Outbox;
-use crate::store::now_ms;
+use crate::store::{now_ms, StoreError};
 
 const RETRY: Duration = Duration::from_secs(1);
 
-/// The commit policy and its memory of failures.
+/// The commit policy, its memory of failures, and the watermark.
 #[derive(Debug, Default)]
 pub struct Committer {
     failing_since: Option<Instant>,
@@ -29,11 +29,27 @@ pub struct Committer {
     /// sled failed a write: the store must not be touched again.
     poisoned: bool,
     lost_on_exit: bool,
+    /// The watermark of the last commit (Unix ms), 0 before the first.
+    watermark: u64,
+}
+
+/// How a window is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Files still open for writing stay held (a closing window).
+    Hold,
+    /// Everything goes, open files as they are (a stop).
+    All,
 }
 
 impl Committer {
-    pub fn new() -> Committer {
-        Committer::default()
+    /// A committer that continues from the store's watermark `watermark`
+    /// (0 when there is none).
+    pub fn new(watermark: u64) -> Committer {
+        Committer {
+            watermark,
+            ..Committer::default()
+        }
     }
 
     /// When the next attempt after a failure may run.
@@ -52,6 +68,11 @@ impl Committer {
         self.poisoned
     }
 
+    /// The watermark of the last commit.
+    pub fn watermark(&self) -> u64 {
+        self.watermark
+    }
+
     /// Schedules the next look after a failure.
     pub fn postpone(&mut self) {
         self.failing_since.get_or_insert_with(Instant::now);
@@ -59,58 +80,112 @@ impl Committer {
     }
 
     /// Commits the window; on success clears it, on failure keeps it and
-    /// schedules a retry. Returns whether it was committed.
-    pub fn commit_window(&mut self, outbox: &Outbox, window: &mut Aggregator) -> bool {
+    /// schedules a retry. `settled_ms` is when the intake last knew every
+    /// event: every change made before it is in the window, so it becomes
+    /// the watermark, unless a file held open since earlier keeps it back.
+    /// Returns whether it was committed.
+    pub fn commit_window(
+        &mut self,
+        outbox: &Outbox,
+        window: &mut Aggregator,
+        settled_ms: u64,
+        release: Release,
+    ) -> bool {
         if self.poisoned {
             self.postpone();
             return false;
         }
         let now = Instant::now();
-        let cs = window.changeset(now_ms(), now);
-        if cs.entries.is_empty() {
-            window.clear(now);
-            return true;
+        let mut cs = match release {
+            Release::Hold => window.changeset(now_ms(), now),
+            Release::All => window.changeset_all(now_ms()),
+        };
+        cs.since_ms = self.watermark;
+        let held = window.oldest_held().map(|t| wall_ms(t, now));
+        let watermark = held.map_or(settled_ms, |h| h.min(settled_ms));
+        if cs.is_empty() {
+            return match self.advance(outbox, watermark) {
+                true => {
+                    window.clear(now);
+                    true
+                }
+                false => false,
+            };
         }
         let started = Instant::now();
-        match outbox.commit(&cs) {
+        match outbox.commit(&cs, watermark) {
             Ok(seq) => {
                 window.clear(now);
-                if let Some(since) = self.failing_since.take() {
-                    log::warn!(
-                        "commits work again after {:.0}s; the changes held in memory are now queued",
-                        since.elapsed().as_secs_f64()
-                    );
-                }
-                self.retry_at = None;
+                self.watermark = watermark;
+                self.recovered();
                 log::debug!(
-                    "committed changeset {seq}: {} entries (first {}) in {:.2} ms",
+                    "committed changeset {seq}: {} entries, {} moves (first {}) in {:.2} ms",
                     cs.entries.len(),
-                    escape(&cs.entries[0].path),
+                    cs.moves.len(),
+                    cs.entries
+                        .first()
+                        .map_or_else(String::new, |e| escape(&e.path)),
                     started.elapsed().as_secs_f64() * 1e3
                 );
                 true
             }
             Err(e) => {
-                if e.is_fatal() {
-                    log::error!(
-                        "the queue store at {} failed a write: {e}; it cannot be used again in \
-                         this process, so syncd keeps the changes in memory and restarts itself \
-                         as soon as its file system has free space (a full sync then covers \
-                         them)",
-                        outbox.store().path().display()
-                    );
-                    self.poisoned = true;
-                } else if self.failing_since.is_none() {
-                    log::error!(
-                        "cannot commit a changeset of {} entries: {e}; keeping it in memory, \
-                         collecting new changes, and retrying every second",
-                        cs.entries.len()
-                    );
-                }
+                self.failed(outbox, &e, cs.entries.len());
+                false
+            }
+        }
+    }
+
+    /// Moves the watermark forward to `ms` without a changeset (nothing
+    /// changed since the last commit but time). Returns whether it is
+    /// stored.
+    pub fn advance(&mut self, outbox: &Outbox, ms: u64) -> bool {
+        if self.poisoned {
+            return false;
+        }
+        if ms <= self.watermark {
+            return true;
+        }
+        match outbox.store().set_watermark(ms) {
+            Ok(()) => {
+                self.watermark = ms;
+                true
+            }
+            Err(e) => {
+                log::warn!("{e}");
                 self.postpone();
                 false
             }
         }
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.failing_since.take() {
+            log::warn!(
+                "commits work again after {:.0}s; the changes held in memory are now queued",
+                since.elapsed().as_secs_f64()
+            );
+        }
+        self.retry_at = None;
+    }
+
+    fn failed(&mut self, outbox: &Outbox, e: &StoreError, entries: usize) {
+        if e.is_fatal() {
+            log::error!(
+                "the queue store at {} failed a write: {e}; it cannot be used again in \
+                 this process, so syncd keeps the changes in memory and restarts itself \
+                 as soon as its file system has free space (the restart scan then covers \
+                 them)",
+                outbox.store().path().display()
+            );
+            self.poisoned = true;
+        } else if self.failing_since.is_none() {
+            log::error!(
+                "cannot commit a changeset of {entries} entries: {e}; keeping it in memory, \
+                 collecting new changes, and retrying every second"
+            );
+        }
+        self.postpone();
     }
 
     /// Marks that the last window could not be committed before exit.
@@ -126,4 +201,10 @@ impl Committer {
     pub fn all_committed(&self) -> bool {
         !self.lost_on_exit && !self.poisoned
     }
+}
+
+/// The wall-clock time (Unix ms) of the monotonic instant `t`, seen from
+/// `now`.
+pub fn wall_ms(t: Instant, now: Instant) -> u64 {
+    now_ms().saturating_sub(now.saturating_duration_since(t).as_millis() as u64)
 }

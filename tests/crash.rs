@@ -575,15 +575,17 @@ fn write_fixture(to: &Path) {
                 Entry::new(Kind::File, b"a".to_vec()),
                 Entry::new(Kind::Gone, b"dir/\xff\nname".to_vec()),
             ]),
+            1,
         )
         .unwrap();
     store
-        .commit(std::slice::from_ref(&q), &cs(vec![Entry::full()]))
+        .commit(std::slice::from_ref(&q), &cs(vec![Entry::full()]), 1)
         .unwrap();
     let dead_seq = store
         .commit(
             std::slice::from_ref(&q),
             &cs(vec![Entry::new(Kind::Attrs, b"d".to_vec())]),
+            1,
         )
         .unwrap();
     let letter = syncd::store::record::DeadLetter {

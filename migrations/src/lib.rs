@@ -19,7 +19,16 @@ use std::fmt;
 /// per destination and one tree `dead:<target>` per destination. Keys of the
 /// queue and dead-letter trees are big-endian `u64` sequence numbers; values
 /// are versioned bincode envelopes owned by syncd's `record` module.
-pub const CURRENT: u32 = 1;
+///
+/// Version 2 adds to `meta` the watermark (`watermark`), each queue's
+/// counts (`count:<target>`, `dead_count:<target>`) and checkpoints
+/// (`checkpoint:<target>`, `checkpoint_done:<target>`), and queue values of
+/// record version 2 (moves, directory listings, the watermark before each
+/// changeset). A version 1 store needs no rewrite: its records stay
+/// readable and syncd fills the counts it misses when it opens the store;
+/// the bump is what makes an older syncd refuse the newer store instead of
+/// misreading it.
+pub const CURRENT: u32 = 2;
 
 /// The name of the tree that holds the schema version.
 pub const META_TREE: &str = "meta";
@@ -39,11 +48,13 @@ pub struct Step {
     pub run: fn(&sled::Db) -> Result<(), sled::Error>,
 }
 
-/// Every step from every older version, oldest first. Version 1 is the first
-/// released layout, so the list is empty; the next format change appends a
-/// step here and bumps [`CURRENT`], and the fixture test keeps the old store
-/// readable.
-pub const STEPS: &[Step] = &[];
+/// Every step from every older version, oldest first; the fixture test keeps
+/// the oldest store readable.
+pub const STEPS: &[Step] = &[Step {
+    from: 1,
+    about: "version 2 keeps version 1's data as it is (watermark and counts are added when used)",
+    run: |_| Ok(()),
+}];
 
 /// What [`migrate`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]

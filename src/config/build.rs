@@ -12,7 +12,7 @@ use super::file::{ConfigFile, FileDest};
 use super::filter::{ExcludeArg, Filter};
 use super::location::{dedupe_names, Destination, Place, Source};
 use super::state::absolute;
-use super::{DestConfig, DestOptions, RunConfig, WorkerSettings};
+use super::{DestConfig, DestOptions, InitialSync, RunConfig, WorkerSettings};
 use crate::error::{Error, Result};
 
 fn seconds(what: &str, s: f64, max: f64) -> Result<Duration> {
@@ -160,8 +160,13 @@ impl RunConfig {
             state_dir,
             delay,
             hold,
-            initial_sync: !a.no_initial_sync
-                && file.and_then(ConfigFile::initial_sync).unwrap_or(true),
+            initial_sync: initial_sync(a, file)?,
+            full_sync_every: a
+                .full_sync_every
+                .clone()
+                .or_else(|| file.and_then(ConfigFile::full_sync_every))
+                .map(|t| duration("--full-sync-every", &t))
+                .transpose()?,
             reset_queue: a.reset_queue,
             workers,
             window_cap: 50_000,
@@ -340,6 +345,52 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr> {
     })
 }
 
+/// `--initial-sync` (or `-i`) over the file's `initial_sync`.
+fn initial_sync(a: &RunArgs, file: Option<&ConfigFile>) -> Result<InitialSync> {
+    use super::cli::InitialSyncArg;
+    if a.no_initial_sync {
+        return Ok(InitialSync::None);
+    }
+    if let Some(m) = a.initial_sync {
+        return Ok(match m {
+            InitialSyncArg::Scan => InitialSync::Scan,
+            InitialSyncArg::Full => InitialSync::Full,
+            InitialSyncArg::None => InitialSync::None,
+        });
+    }
+    match file.and_then(ConfigFile::initial_sync).as_deref() {
+        None | Some("scan") => Ok(InitialSync::Scan),
+        Some("full") => Ok(InitialSync::Full),
+        Some("none") => Ok(InitialSync::None),
+        Some(other) => Err(Error::Usage(format!(
+            "initial_sync = {other:?} in the config file: write \"scan\", \"full\" or \"none\""
+        ))),
+    }
+}
+
+/// Parses a duration: whole seconds, or a number with `s`, `m`, `h` or `d`.
+pub fn duration(what: &str, text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let (num, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => 0,
+    };
+    match num.parse::<u64>() {
+        Ok(n) if scale > 0 && n > 0 => Ok(Duration::from_secs(n.saturating_mul(scale))),
+        _ => Err(Error::Usage(format!(
+            "{what} {text:?}: write a positive number of seconds, or one with a unit: 90s, 30m, \
+             6h, 1d"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,5 +487,25 @@ mod tests {
         assert_eq!(parse_listen("9101").unwrap().to_string(), "127.0.0.1:9101");
         assert_eq!(parse_listen("[::1]:9").unwrap().to_string(), "[::1]:9");
         assert!(parse_listen("nope").is_err());
+    }
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(duration("x", "90").unwrap(), Duration::from_secs(90));
+        assert_eq!(duration("x", "30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(duration("x", "6h").unwrap(), Duration::from_secs(21_600));
+        assert_eq!(duration("x", "1d").unwrap(), Duration::from_secs(86_400));
+        for bad in ["", "0", "5w", "h", "-3", "1.5h"] {
+            assert!(duration("--x", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn initial_sync_modes_and_the_old_letter() {
+        assert_eq!(config(&[]).unwrap().initial_sync, InitialSync::Scan);
+        assert_eq!(config(&["-i"]).unwrap().initial_sync, InitialSync::None);
+        let full = config(&["--initial-sync", "full"]).unwrap();
+        assert_eq!(full.initial_sync, InitialSync::Full);
+        assert!(config(&["-i", "--initial-sync", "scan"]).is_err());
     }
 }

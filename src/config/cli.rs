@@ -134,10 +134,29 @@ pub struct RunArgs {
     pub filter: FilterArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
-    /// Skip the full sync at start-up; the queue alone carries the backlog.
-    /// A start after an unclean stop always runs it.
+    /// What a start does besides replaying the queue: `scan` looks at what
+    /// changed in SOURCE while syncd was not watching (one local walk that
+    /// stats every entry; no rsync of the whole tree), `full` runs a full
+    /// sync, `none` nothing (after an unclean stop the scan runs anyway). A
+    /// scan that cannot be trusted (a new or reset store, a clock behind
+    /// the store's watermark, a SOURCE whose file system keeps no reliable
+    /// ctime) is a full sync instead, with the reason in the log
+    /// [default: scan].
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        conflicts_with = "no_initial_sync"
+    )]
+    pub initial_sync: Option<InitialSyncArg>,
+    /// The same as `--initial-sync none` (pylsyncd's letter).
     #[arg(short = 'i', long)]
     pub no_initial_sync: bool,
+    /// Queue a full sync this often, to repair changes made on a
+    /// destination by others, which neither events nor the restart scan
+    /// see: `90s`, `30m`, `6h`, `1d`, or seconds [default: off].
+    #[arg(long, value_name = "DURATION")]
+    pub full_sync_every: Option<String>,
     /// Move the queue store aside (to STATE/db.broken-TIME) and start with an
     /// empty one and a full sync: the recovery for a damaged store. The
     /// full sync makes the mirror complete, so nothing is lost.
@@ -154,6 +173,14 @@ pub struct RunArgs {
     /// store, no destination).
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+}
+
+/// `--initial-sync`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitialSyncArg {
+    Scan,
+    Full,
+    None,
 }
 
 /// What is not replicated.

@@ -19,11 +19,7 @@ pub fn describe(cfg: &RunConfig, out: &mut dyn std::io::Write) -> std::io::Resul
         cfg.delay.as_secs_f64(),
         cfg.hold.as_secs_f64()
     )?;
-    writeln!(
-        out,
-        "initial sync  {}",
-        if cfg.initial_sync { "yes" } else { "no" }
-    )?;
+    writeln!(out, "initial sync  {}", cfg.initial_sync.word())?;
     let excl = cfg.filter.rsync_args();
     if !excl.is_empty() {
         let e: Vec<String> = excl

@@ -51,7 +51,8 @@ struct Raw {
     delay: Option<f64>,
     backoff_max: Option<f64>,
     hold_open: Option<f64>,
-    initial_sync: Option<bool>,
+    initial_sync: Option<InitialSyncRaw>,
+    full_sync_every: Option<DurationRaw>,
     allow_empty_source: Option<bool>,
     exclude: Option<Vec<String>>,
     exclude_from: Option<Vec<PathBuf>>,
@@ -60,6 +61,23 @@ struct Raw {
     log: Option<LogRaw>,
     rsync: Option<Table>,
     dest: Option<Vec<Table>>,
+}
+
+/// `initial_sync`: `"scan"`, `"full"`, `"none"`, or a boolean as older
+/// files wrote it (`true` a full sync, `false` none).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum InitialSyncRaw {
+    Bool(bool),
+    Mode(String),
+}
+
+/// A duration: seconds, or text such as `"6h"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum DurationRaw {
+    Seconds(u64),
+    Text(String),
 }
 
 /// The `[log]` table.
@@ -199,8 +217,21 @@ impl ConfigFile {
         self.raw.hold_open
     }
 
-    pub fn initial_sync(&self) -> Option<bool> {
-        self.raw.initial_sync
+    /// `initial_sync` as its word (`scan`, `full`, `none`), unchecked.
+    pub fn initial_sync(&self) -> Option<String> {
+        self.raw.initial_sync.as_ref().map(|v| match v {
+            InitialSyncRaw::Bool(true) => "full".to_string(),
+            InitialSyncRaw::Bool(false) => "none".to_string(),
+            InitialSyncRaw::Mode(m) => m.clone(),
+        })
+    }
+
+    /// `full_sync_every` as text (`"6h"`, or seconds), unchecked.
+    pub fn full_sync_every(&self) -> Option<String> {
+        self.raw.full_sync_every.as_ref().map(|v| match v {
+            DurationRaw::Seconds(n) => n.to_string(),
+            DurationRaw::Text(t) => t.clone(),
+        })
     }
 
     pub fn allow_empty_source(&self) -> Option<bool> {

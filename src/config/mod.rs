@@ -40,7 +40,10 @@ pub struct RunConfig {
     pub delay: Duration,
     /// How long a file still open for writing is held back.
     pub hold: Duration,
-    pub initial_sync: bool,
+    /// What a start does besides replaying the queue.
+    pub initial_sync: InitialSync,
+    /// Queue a full sync this often (`--full-sync-every`), if at all.
+    pub full_sync_every: Option<Duration>,
     /// Move the store aside first (`--reset-queue`).
     pub reset_queue: bool,
     pub workers: WorkerSettings,
@@ -54,6 +57,30 @@ pub struct RunConfig {
     pub filter: std::sync::Arc<crate::config::filter::Filter>,
     /// Free bytes kept on the state file system (`--state-min-free`).
     pub min_free: u64,
+}
+
+/// What a start does besides replaying the queue (`--initial-sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialSync {
+    /// Look at what changed while syncd was not watching (the restart
+    /// scan), or a full sync when the scan cannot be trusted.
+    Scan,
+    /// A full sync of the whole tree.
+    Full,
+    /// Nothing after a clean stop (pylsyncd's `-i`); after an unclean one,
+    /// the restart scan still runs, since the queue lacks the last window.
+    None,
+}
+
+impl InitialSync {
+    /// The word of the option and of the config file.
+    pub fn word(self) -> &'static str {
+        match self {
+            InitialSync::Scan => "scan",
+            InitialSync::Full => "full",
+            InitialSync::None => "none",
+        }
+    }
 }
 
 /// A destination's settings as a worker needs them.

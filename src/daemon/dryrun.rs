@@ -16,7 +16,7 @@ use crossbeam_channel::select;
 
 use super::intake::{signals, Intake};
 use crate::changeset::{escape, Entry};
-use crate::config::RunConfig;
+use crate::config::{InitialSync, RunConfig};
 use crate::deliver::classify::lstat;
 use crate::deliver::plan::plan;
 use crate::deliver::rsync::{self, Run};
@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 pub fn run(cfg: RunConfig, out: &mut dyn Write) -> Result<()> {
     let sig_rx = signals()?;
     let (fs_tx, fs_rx) = crossbeam_channel::unbounded();
-    let mut intake = Intake::start(&cfg, fs_tx)?;
+    let (mut intake, _) = Intake::start(&cfg, fs_tx, None)?;
     let w = |out: &mut dyn Write, s: String| {
         writeln!(out, "{s}")
             .and_then(|_| out.flush())
@@ -40,7 +40,7 @@ pub fn run(cfg: RunConfig, out: &mut dyn Write) -> Result<()> {
         ),
     )?;
     let mut n = 0u64;
-    if cfg.initial_sync {
+    if cfg.initial_sync == InitialSync::Full {
         n += 1;
         print(&cfg, out, n, &[Entry::full()])?;
     }

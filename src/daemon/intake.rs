@@ -18,6 +18,7 @@ use crate::aggregate::Aggregator;
 use crate::changeset::{escape, Entry};
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
+use crate::watch::scan::{ctime_trust, Scanner, SLACK_MS};
 use crate::watch::{self, Change, RawEvent, Watch};
 
 /// The watch of the source and the window it feeds.
@@ -25,26 +26,45 @@ pub struct Intake {
     pub watch: Watch,
     pub window: Aggregator,
     root: PathBuf,
+    /// Whether SOURCE's ctime can be trusted, so an overflow can be
+    /// recovered by a scan instead of a full sync.
+    scan_trusted: bool,
+    /// The watermark: every change before it is committed. An overflow
+    /// scans from just before it.
+    known_ms: u64,
 }
 
 impl Intake {
     /// Watches the source of `cfg` (events go to `tx`) and opens an empty
-    /// window with `cfg`'s timing.
-    pub fn start(cfg: &RunConfig, tx: Sender<RawEvent>) -> Result<Intake> {
+    /// window with `cfg`'s timing; with `scan`, the walk that adds the
+    /// watches also runs the restart scan, returned when done.
+    pub fn start(
+        cfg: &RunConfig,
+        tx: Sender<RawEvent>,
+        scan: Option<Scanner>,
+    ) -> Result<(Intake, Option<Scanner>)> {
         let filter = cfg.filter.clone();
         let exclude: watch::Exclude = Arc::new(move |p: &[u8], dir| filter.excluded(p, dir));
-        let watch = Watch::start(&cfg.source.root, tx, exclude)?;
+        let (watch, scanned) = Watch::start_scanning(&cfg.source.root, tx, exclude, scan)?;
         let window = Aggregator::new(
             cfg.delay,
             cfg.window_cap,
             cfg.workers.full_threshold,
             cfg.hold,
         );
-        Ok(Intake {
+        let intake = Intake {
             watch,
             window,
             root: cfg.source.root.clone(),
-        })
+            scan_trusted: ctime_trust(&cfg.source.root).is_ok(),
+            known_ms: 0,
+        };
+        Ok((intake, scanned))
+    }
+
+    /// Notes the watermark of the last commit.
+    pub fn committed_until(&mut self, ms: u64) {
+        self.known_ms = ms;
     }
 
     /// Feeds one raw event into the window. With `live` (not while
@@ -58,16 +78,7 @@ impl Intake {
                     log::trace!("event: {} {}", e.kind.name(), escape(&e.path));
                     self.window.add(e, now);
                 }
-                Change::Rescan => {
-                    log::warn!(
-                        "the inotify queue overflowed: events were lost; rebuilding the watch and \
-                         queueing a full sync (raise fs.inotify.max_queued_events if this repeats)"
-                    );
-                    self.window.add(Entry::full(), now);
-                    if live {
-                        self.watch.rebuild()?;
-                    }
-                }
+                Change::Rescan => self.overflowed(live)?,
                 Change::Writing(p) => self.window.writing(&p, now),
                 Change::Closed(p) => self.window.closed(&p),
                 Change::Error(msg) => log::error!("{msg}"),
@@ -88,6 +99,57 @@ impl Intake {
             }
         }
         Ok(())
+    }
+
+    /// The kernel's queue overflowed, so events were lost: the watch set is
+    /// rebuilt (a lost event may be a new directory's) and the same walk
+    /// scans for what changed since the watermark, as a restart does; a
+    /// full sync when the scan cannot be trusted. While stopping
+    /// (`!live`), the next start's scan covers it.
+    fn overflowed(&mut self, live: bool) -> Result<()> {
+        let now = Instant::now();
+        if !live {
+            return Ok(());
+        }
+        if !self.scan_trusted || self.known_ms == 0 {
+            log::warn!(
+                "the inotify queue overflowed: events were lost; rebuilding the watch and \
+                 queueing a full sync (raise fs.inotify.max_queued_events if this repeats)"
+            );
+            self.window.add(Entry::full(), now);
+            return self.watch.rebuild();
+        }
+        let since = self.known_ms.saturating_sub(SLACK_MS);
+        let began = Instant::now();
+        let scanned = self.watch.rebuild_scanning(Some(Scanner::new(since)))?;
+        let (found, stats) = scanned.map(Scanner::finish).unwrap_or_default();
+        log::warn!(
+            "the inotify queue overflowed: events were lost; rebuilt the watch and scanned for \
+             changes since {}: {} paths among {} directories and {} other entries, in {:.2}s \
+             (raise fs.inotify.max_queued_events if this repeats)",
+            crate::observe::logger::utc_iso(since / 1000),
+            found.len(),
+            stats.dirs,
+            stats.others,
+            began.elapsed().as_secs_f64()
+        );
+        for e in found {
+            self.window.add(e, now);
+        }
+        Ok(())
+    }
+
+    /// Reads every event of a change made until now into the window, and
+    /// returns "now" (Unix ms): what the watermark may move to. notify's
+    /// thread reads the kernel queue on its own; the events it has read
+    /// wait in `rx`.
+    pub fn settle(&mut self, rx: &Receiver<RawEvent>) -> Result<u64> {
+        let now = crate::store::now_ms();
+        self.watch.flush_events();
+        while let Ok(ev) = rx.try_recv() {
+            self.absorb(ev, true)?;
+        }
+        Ok(now)
     }
 
     /// Queues the periodic full sync of a degraded watch when it is due.

@@ -13,12 +13,13 @@
 
 pub mod dryrun;
 pub mod intake;
+pub mod start;
 
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
 
-use crate::commit::Committer;
+use crate::commit::{Committer, Release};
 use crate::config::RunConfig;
 use crate::deliver::outbox::Outbox;
 use crate::error::{Error, Result};
@@ -64,22 +65,14 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         }
     }
     let (mut outbox, clean) = Outbox::open(&cfg)?;
-    let clean = clean && !cfg.reset_queue;
-
     let (fs_tx, fs_rx) = crossbeam_channel::unbounded();
-    let intake = Intake::start(&cfg, fs_tx)?;
-
-    if cfg.initial_sync || !clean {
-        let why = match (clean, cfg.reset_queue) {
-            (_, true) => "the queue was reset",
-            (true, _) => "start-up",
-            (false, _) => "the last stop was not clean",
-        };
-        log::info!("queueing a full sync ({why})");
-        outbox.queue_full_sync()?;
-    }
+    let (mut intake, watermark) = start::begin(&cfg, &outbox, fs_tx, clean)?;
+    intake.committed_until(watermark);
     for d in &cfg.dests {
-        let n = outbox.store().queue(&d.dest.target)?.len();
+        let n = outbox
+            .store()
+            .counts(&outbox.store().queue(&d.dest.target)?)
+            .changesets;
         log::info!(
             "destination {} = {}{} ({n} changesets pending)",
             d.dest.name,
@@ -117,7 +110,7 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         started_unix: crate::store::now_ms() / 1000,
         next_textfile: Instant::now(),
         intake,
-        committer: Committer::new(),
+        committer: Committer::new(watermark),
         outbox,
     };
     let result = d.main_loop();
@@ -214,18 +207,24 @@ impl Daemon {
         }
     }
 
-    /// Stops the watch first, so no new events; then the workers, so the
-    /// last window is committed but not started (the next start replays
-    /// it); then commits the open window and marks a clean shutdown. With a
-    /// failed store nothing of that is safe: the daemon just leaves, and
-    /// the next start reconciles with a full sync.
+    /// Settles the intake first (every event of a change made until now is
+    /// read), then stops the watch, so no new events; then the workers, so
+    /// the last window is committed but not started (the next start replays
+    /// it); then commits the whole window, files still open for writing
+    /// included, moves the watermark to the stop and marks a clean
+    /// shutdown. With a failed store nothing of that is safe: the daemon
+    /// just leaves, and the next start's scan covers what it held.
     fn shutdown(&mut self) -> Result<()> {
         crate::observe::service::stopping();
+        let settled = match self.committer.poisoned() {
+            true => 0,
+            false => self.intake.settle(&self.fs_rx).unwrap_or(0),
+        };
         self.intake.watch.stop();
         if self.committer.poisoned() {
             log::error!(
                 "stopping with an unusable queue store: {} changes in memory are not committed; \
-                 the next start runs a full sync",
+                 the next start's scan finds them",
                 self.intake.window.len()
             );
             return Ok(());
@@ -236,14 +235,14 @@ impl Daemon {
             let _ = self.intake.absorb(ev, false);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !self.intake.window.is_empty() && !self.committer.poisoned() {
+        loop {
+            let window = &mut self.intake.window;
             if self
                 .committer
-                .commit_window(&self.outbox, &mut self.intake.window)
+                .commit_window(&self.outbox, window, settled, Release::All)
+                || self.committer.poisoned()
+                || Instant::now() >= deadline
             {
-                break;
-            }
-            if Instant::now() >= deadline {
                 break;
             }
             std::thread::sleep(Duration::from_millis(500));
@@ -309,8 +308,11 @@ impl Daemon {
             self.committer.postpone();
             return Ok(());
         }
+        let settled = self.intake.settle(&self.fs_rx)?;
+        let window = &mut self.intake.window;
         self.committer
-            .commit_window(&self.outbox, &mut self.intake.window);
+            .commit_window(&self.outbox, window, settled, Release::Hold);
+        self.intake.committed_until(self.committer.watermark());
         Ok(())
     }
 }

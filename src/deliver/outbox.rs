@@ -15,12 +15,12 @@
 
 use std::sync::Arc;
 
-use crate::changeset::{Changeset, Entry};
+use crate::changeset::Changeset;
 use crate::config::RunConfig;
 use crate::deliver::worker;
 use crate::error::{Error, Result};
 use crate::observe::status::{Cmd, WorkerLink};
-use crate::store::{now_ms, Store};
+use crate::store::Store;
 
 /// The store, its queues, and the workers draining them.
 pub struct Outbox {
@@ -76,24 +76,29 @@ impl Outbox {
 
     /// Commits `cs` into every queue (one transaction, then a flush) and
     /// wakes the workers.
-    pub fn commit(&self, cs: &Changeset) -> Result<u64, crate::store::StoreError> {
-        let seq = self.store.commit(&self.queues, cs)?;
+    pub fn commit(&self, cs: &Changeset, watermark: u64) -> Result<u64, crate::store::StoreError> {
+        let seq = self.store.commit(&self.queues, cs, watermark)?;
         for w in &self.links {
             let _ = w.tx.send(Cmd::Wake);
         }
         Ok(seq)
     }
 
-    /// Commits a full sync of the root, now; a failure is fatal (start-up).
-    pub fn queue_full_sync(&self) -> Result<u64> {
-        let full = Changeset::new(now_ms(), vec![Entry::full()]);
-        let seq = self.commit(&full).map_err(|source| Error::Store {
-            what: "cannot commit a full sync into",
+    /// Commits `cs` at start-up (a full sync, or what the restart scan
+    /// found) with the new `watermark`; a failure is fatal, and `what`
+    /// names the changeset in the error ("cannot commit a full sync into").
+    pub fn commit_now(&self, cs: &Changeset, watermark: u64, what: &'static str) -> Result<u64> {
+        let seq = self.commit(cs, watermark).map_err(|source| Error::Store {
+            what,
             path: self.store.path().to_path_buf(),
             source,
             hint: "",
         })?;
-        log::debug!("committed changeset {seq}: 1 entries (full sync)");
+        log::debug!(
+            "committed changeset {seq}: {} entries, {} moves",
+            cs.entries.len(),
+            cs.moves.len()
+        );
         Ok(seq)
     }
 

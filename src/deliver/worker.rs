@@ -283,8 +283,15 @@ impl Worker {
                 seqs.last().copied().unwrap_or(0),
                 seqs.len()
             );
-            match self.store.ack(&self.queue, seqs) {
-                Ok(()) => log::debug!("[{}] acked", self.name()),
+            let paths = pending
+                .iter()
+                .map(|p| p.changeset.as_ref().map_or(1, crate::store::queue::size_of))
+                .sum();
+            match self.store.ack(&self.queue, seqs, paths) {
+                Ok(()) => {
+                    log::debug!("[{}] acked", self.name());
+                    self.settle_checkpoint(&target);
+                }
                 Err(e) => {
                     log::error!(
                         "[{}] cannot acknowledge {} changesets: {e}; they will be synced again",
@@ -339,6 +346,24 @@ impl Worker {
             until_ms: now_ms() + delay.as_millis() as u64,
         });
         self.sleep(delay)
+    }
+
+    /// Completes this destination's pending checkpoint if what was just
+    /// acked delivered it.
+    fn settle_checkpoint(&self, target: &[u8]) {
+        let delivered = match self.store.delivered(&self.queue, &self.dead) {
+            Ok(d) => d,
+            Err(e) => return log::warn!("[{}] {e}", self.name()),
+        };
+        match self.store.settle_checkpoint(target, delivered) {
+            Ok(Some(at)) => log::info!(
+                "[{}] checkpoint {} complete: every change made before it is on the destination",
+                self.name(),
+                crate::observe::logger::utc_iso(at / 1000)
+            ),
+            Ok(None) => {}
+            Err(e) => log::warn!("[{}] {e}", self.name()),
+        }
     }
 
     fn bury(&self, pending: &[crate::store::Pending], out: &Outcome, attempts: u32) {

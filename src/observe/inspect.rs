@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::changeset::escape;
 use crate::error::Result;
+use crate::observe::logger::utc;
 use crate::observe::status::{Live, State};
 use crate::store::record::DestStatus;
 use crate::store::{now_ms, Store};
@@ -41,8 +42,26 @@ pub struct Report {
     pub state: String,
     pub last_success_unix: Option<u64>,
     pub last_error: Option<String>,
+    /// Every change made in the source before this time (Unix ms) is on
+    /// the destination: its delivered watermark.
+    #[serde(default)]
+    pub delivered_unix_ms: Option<u64>,
+    /// The checkpoint asked for and not yet complete (Unix ms).
+    #[serde(default)]
+    pub checkpoint_pending_unix_ms: Option<u64>,
+    /// The last completed checkpoint.
+    #[serde(default)]
+    pub last_checkpoint: Option<CheckpointDone>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entries: Option<Vec<PendingPath>>,
+}
+
+/// A completed checkpoint: every change made before `at_unix_ms` was on the
+/// destination at `completed_unix_ms`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckpointDone {
+    pub at_unix_ms: u64,
+    pub completed_unix_ms: u64,
 }
 
 /// One of the oldest pending paths.
@@ -50,11 +69,15 @@ pub struct Report {
 pub struct PendingPath {
     /// The sequence number of the changeset that holds it.
     pub seq: u64,
-    /// `file`, `gone`, `tree`, `attrs`, or `corrupt` for an unreadable
-    /// record (the worker syncs the whole tree for it).
+    /// `move`, `file`, `gone`, `tree`, `listing`, `attrs`, or `corrupt`
+    /// for an unreadable record (the worker syncs the whole tree for it).
     pub kind: String,
-    /// The path relative to the virtual root, escaped (`""` is the root).
+    /// The path relative to the virtual root, escaped (`""` is the root);
+    /// a move's new path.
     pub path: String,
+    /// A move's old path, escaped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// The answer of `queue inspect`.
@@ -76,36 +99,15 @@ pub fn report(
     let t = std::ffi::OsStr::from_bytes(target);
     let queue = store.queue(t)?;
     let dead = store.dead(t)?;
-    let all = store.pending(&queue, usize::MAX)?;
+    let counts = store.counts(&queue);
     let now = now_ms();
-    let mut paths = 0u64;
-    let mut oldest: Option<u64> = None;
-    let mut listed = Vec::new();
-    for p in &all {
-        match &p.changeset {
-            Some(cs) => {
-                paths += cs.entries.len() as u64;
-                oldest = Some(oldest.map_or(cs.created_ms, |o: u64| o.min(cs.created_ms)));
-                for e in cs.entries.iter().take(entries.saturating_sub(listed.len())) {
-                    listed.push(PendingPath {
-                        seq: p.seq,
-                        kind: e.kind.name().into(),
-                        path: escape(&e.path),
-                    });
-                }
-            }
-            None => {
-                paths += 1;
-                if listed.len() < entries {
-                    listed.push(PendingPath {
-                        seq: p.seq,
-                        kind: "corrupt".into(),
-                        path: String::new(),
-                    });
-                }
-            }
-        }
-    }
+    let oldest = store.oldest(&queue).map(|(_, cs)| cs.created_ms);
+    let listed = if entries > 0 {
+        oldest_paths(store, &queue, entries)?
+    } else {
+        Vec::new()
+    };
+    let checkpoints = store.checkpoints(target);
     let st: DestStatus = live.map_or_else(|| store.status(target), |l| l.persisted.clone());
     let name = if st.name.is_empty() {
         escape(target)
@@ -115,15 +117,59 @@ pub fn report(
     Ok(Report {
         name,
         target: escape(target),
-        pending: all.len() as u64,
-        pending_paths: paths,
+        pending: counts.changesets,
+        pending_paths: counts.paths,
         oldest_pending_age_s: oldest.map(|o| now.saturating_sub(o) as f64 / 1000.0),
-        dead: dead.len() as u64,
+        dead: store.dead_count(&dead),
         state: live.map_or(idle_state, |l| l.state.word()).to_string(),
         last_success_unix: st.last_success_ms.map(|m| m / 1000),
         last_error: st.last_error,
+        delivered_unix_ms: store.delivered(&queue, &dead)?,
+        checkpoint_pending_unix_ms: checkpoints.pending,
+        last_checkpoint: checkpoints.done.map(|(at, done)| CheckpointDone {
+            at_unix_ms: at,
+            completed_unix_ms: done,
+        }),
         entries: (entries > 0).then_some(listed),
     })
+}
+
+/// The `n` oldest pending paths of a queue, moves first in each
+/// changeset: reads as many changesets as that takes, not the queue.
+fn oldest_paths(store: &Store, queue: &sled::Tree, n: usize) -> Result<Vec<PendingPath>> {
+    let mut listed = Vec::new();
+    for p in store.pending_iter(queue) {
+        let p = p?;
+        let Some(cs) = &p.changeset else {
+            listed.push(PendingPath {
+                seq: p.seq,
+                kind: "corrupt".into(),
+                path: String::new(),
+                from: None,
+            });
+            if listed.len() >= n {
+                break;
+            }
+            continue;
+        };
+        let moves = cs.moves.iter().map(|m| PendingPath {
+            seq: p.seq,
+            kind: "move".into(),
+            path: escape(&m.to),
+            from: Some(escape(&m.from)),
+        });
+        let others = cs.entries.iter().map(|e| PendingPath {
+            seq: p.seq,
+            kind: e.kind.name().into(),
+            path: escape(&e.path),
+            from: None,
+        });
+        listed.extend(moves.chain(others).take(n - listed.len()));
+        if listed.len() >= n {
+            break;
+        }
+    }
+    Ok(listed)
 }
 
 /// Whether the destination of `name` and (escaped) `target` is the one
@@ -182,6 +228,13 @@ pub struct Health {
     /// While rsync runs a full sync to it: how far along it is.
     #[serde(default)]
     pub progress: Option<crate::observe::status::Progress>,
+    /// As in [`Report`]: the delivered watermark and the checkpoints.
+    #[serde(default)]
+    pub delivered_unix_ms: Option<u64>,
+    #[serde(default)]
+    pub checkpoint_pending_unix_ms: Option<u64>,
+    #[serde(default)]
+    pub last_checkpoint: Option<CheckpointDone>,
 }
 
 /// The definition of "in error" that `syncd status` exits non-zero on:
@@ -241,6 +294,9 @@ pub fn health(r: Report, live: Option<&Live>, running: bool, max_failures: u32) 
         last_error: r.last_error,
         problem,
         progress: live.and_then(|l| l.progress.clone()),
+        delivered_unix_ms: r.delivered_unix_ms,
+        checkpoint_pending_unix_ms: r.checkpoint_pending_unix_ms,
+        last_checkpoint: r.last_checkpoint,
     }
 }
 
@@ -267,8 +323,26 @@ pub fn write_table(out: &mut dyn Write, ins: &Inspection) -> std::io::Result<()>
             when(r.last_success_unix),
             r.last_error.as_deref().map_or_else(|| "-".into(), one_line),
         )?;
+        if let Some(d) = r.delivered_unix_ms {
+            writeln!(
+                out,
+                "    delivered: every change before {} is on it{}",
+                utc(d / 1000),
+                checkpoint_note(r.checkpoint_pending_unix_ms, r.last_checkpoint)
+            )?;
+        }
         for e in r.entries.iter().flatten() {
-            writeln!(out, "    #{:<8} {:<7} {}", e.seq, e.kind, shown(&e.path))?;
+            match &e.from {
+                Some(from) => writeln!(
+                    out,
+                    "    #{:<8} {:<7} {} -> {}",
+                    e.seq,
+                    e.kind,
+                    shown(from),
+                    shown(&e.path)
+                )?,
+                None => writeln!(out, "    #{:<8} {:<7} {}", e.seq, e.kind, shown(&e.path))?,
+            }
         }
     }
     Ok(())
@@ -295,6 +369,22 @@ pub fn write_status(out: &mut dyn Write, s: &StatusReport) -> std::io::Result<()
 }
 
 /// One destination's status in words.
+/// "; checkpoint 12:00:00 pending" and "; last checkpoint ... done at ...".
+fn checkpoint_note(pending: Option<u64>, done: Option<CheckpointDone>) -> String {
+    let mut s = String::new();
+    if let Some(p) = pending {
+        s.push_str(&format!("; checkpoint {} pending", utc(p / 1000)));
+    }
+    if let Some(d) = done {
+        s.push_str(&format!(
+            "; last checkpoint {} completed {}",
+            utc(d.at_unix_ms / 1000),
+            utc(d.completed_unix_ms / 1000)
+        ));
+    }
+    s
+}
+
 fn describe(h: &Health) -> String {
     if let Some(p) = &h.problem {
         return format!("ERROR: {}", one_line(p));
@@ -388,6 +478,12 @@ mod tests {
             state: state.into(),
             last_success_unix: None,
             last_error: Some("rsync exited with 23\nnext".into()),
+            delivered_unix_ms: Some(5_000),
+            checkpoint_pending_unix_ms: None,
+            last_checkpoint: Some(CheckpointDone {
+                at_unix_ms: 4_000,
+                completed_unix_ms: 4_500,
+            }),
             entries: None,
         }
     }
@@ -442,10 +538,12 @@ mod tests {
     #[test]
     fn an_entry_with_a_newline_stays_on_its_line() {
         let mut r = rep(0, "in_sync", 1);
+        r.delivered_unix_ms = None;
         r.entries = Some(vec![PendingPath {
             seq: 1,
             kind: "file".into(),
             path: escape(b"evil\nDEST 0 0"),
+            from: None,
         }]);
         let mut out = Vec::new();
         write_table(

@@ -224,6 +224,7 @@ pub fn channel() -> (Sender<Scrape>, Receiver<Scrape>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::inspect::CheckpointDone;
 
     fn report(name: &str) -> Report {
         Report {
@@ -236,6 +237,12 @@ mod tests {
             state: "backing_off".into(),
             last_success_unix: Some(100),
             last_error: None,
+            delivered_unix_ms: Some(5_000),
+            checkpoint_pending_unix_ms: None,
+            last_checkpoint: Some(CheckpointDone {
+                at_unix_ms: 4_000,
+                completed_unix_ms: 4_500,
+            }),
             entries: None,
         }
     }

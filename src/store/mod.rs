@@ -18,6 +18,7 @@
 //! system has less than the floor free ([`Store::ensure_space`]).
 
 pub mod lock;
+pub mod marks;
 pub mod queue;
 pub mod record;
 
@@ -28,7 +29,8 @@ use std::path::{Path, PathBuf};
 pub use crate::error::StoreError;
 use crate::error::{Error, Result};
 
-pub use queue::Pending;
+pub use marks::Checkpoints;
+pub use queue::{Counts, Pending};
 
 const CLEAN: &[u8] = b"clean_shutdown";
 const SOURCE: &[u8] = b"source";
@@ -152,13 +154,15 @@ impl Store {
             .open_tree(migrations::META_TREE)
             .map_err(|e| fail(e.into()))?;
         let fresh = outcome == migrations::Outcome::Created && !existed;
-        Ok(Store {
+        let store = Store {
             db,
             meta,
             path,
             fresh,
             min_free: DEFAULT_MIN_FREE,
-        })
+        };
+        store.fill_counts()?;
+        Ok(store)
     }
 
     /// The directory of the database.

@@ -15,6 +15,7 @@
 //! events. Symlinks are never followed.
 
 pub mod events;
+pub mod scan;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use notify::{Config, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 
 pub use events::{abs, explain, interpret, is_limit, rel, Change, RawEvent};
+pub use scan::{DirMark, Scanner};
 
 use crate::changeset::Entry;
 use crate::error::{Error, Result};
@@ -67,6 +69,17 @@ impl Watch {
         tx: crossbeam_channel::Sender<RawEvent>,
         exclude: Exclude,
     ) -> Result<Watch> {
+        Watch::start_scanning(root, tx, exclude, None).map(|(w, _)| w)
+    }
+
+    /// [`Watch::start`], and with `scan`, the restart scan in the same
+    /// walk.
+    pub fn start_scanning(
+        root: &Path,
+        tx: crossbeam_channel::Sender<RawEvent>,
+        exclude: Exclude,
+        scan: Option<Scanner>,
+    ) -> Result<(Watch, Option<Scanner>)> {
         let mut w = Watch {
             root: root.to_path_buf(),
             tx,
@@ -76,12 +89,18 @@ impl Watch {
             degraded_since: None,
             last_rescan: None,
         };
-        w.rebuild()?;
-        Ok(w)
+        let scanned = w.rebuild_scanning(scan)?;
+        Ok((w, scanned))
     }
 
     /// Drops the watch set and walks the tree again.
     pub fn rebuild(&mut self) -> Result<()> {
+        self.rebuild_scanning(None).map(|_| ())
+    }
+
+    /// Drops the watch set and walks the tree again; with `scan`, the same
+    /// walk finds what changed since then ([`scan`]) and returns it.
+    pub fn rebuild_scanning(&mut self, scan: Option<Scanner>) -> Result<Option<Scanner>> {
         self.inner = None;
         self.added = 0;
         let config = Config::default().with_follow_symlinks(false);
@@ -95,13 +114,14 @@ impl Watch {
             .map_err(|e| Error::Watch(explain(&e, &self.root)))?;
         self.inner = Some(inner);
         let root = self.root.clone();
-        if let Err(e) = self.add_tree(&root) {
+        let mut scan = scan;
+        if let Err(e) = self.add_tree(&root, scan.as_mut()) {
             // Watches added before the failure are released with the watcher.
             self.inner = None;
             return Err(Error::Watch(explain(&e, &root)));
         }
         log::debug!("watching {} directories", self.added);
-        Ok(())
+        Ok(scan)
     }
 
     /// How many watches were asked for since the watch set was last
@@ -165,7 +185,7 @@ impl Watch {
                 continue;
             }
             if std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()) {
-                if let Err(e) = self.add_tree(p) {
+                if let Err(e) = self.add_tree(p, None) {
                     out.push(self.runtime_error(e, p));
                 }
             }
@@ -181,48 +201,108 @@ impl Watch {
         }
     }
 
-    /// Watches `top` and every directory below it that is not excluded.
-    /// Stops at the first watch-limit error; other errors (a directory that
-    /// vanished meanwhile, one that cannot be read) skip that directory,
-    /// loudly for the unreadable ones.
-    fn add_tree(&mut self, top: &Path) -> std::result::Result<(), notify::Error> {
-        let Some(inner) = self.inner.as_mut() else {
+    /// Watches `top` and every directory below it that is not excluded,
+    /// level by level: a level's directories are watched before any of
+    /// them is read, so an entry created meanwhile has an event or is read.
+    /// With `scan`, every entry read is also weighed by the restart scan
+    /// (one `lstat` each). Stops at the first watch-limit error; other
+    /// errors (a directory that vanished meanwhile, one that cannot be
+    /// read) skip that directory, loudly for the unreadable ones.
+    fn add_tree(
+        &mut self,
+        top: &Path,
+        mut scan: Option<&mut Scanner>,
+    ) -> std::result::Result<(), notify::Error> {
+        if self.inner.is_none() {
             return Ok(());
+        }
+        let top_mark = match (&mut scan, std::fs::symlink_metadata(top)) {
+            (Some(s), Ok(m)) => s.root(&m),
+            _ => DirMark::default(),
         };
-        let mut stack = vec![top.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            if let Some(r) = rel(&self.root, &dir) {
-                if (self.exclude)(&r, true) {
-                    continue;
+        let mut level = vec![(top.to_path_buf(), top_mark)];
+        while !level.is_empty() {
+            let mut watched = Vec::with_capacity(level.len());
+            for (dir, mark) in level {
+                if let Some(r) = rel(&self.root, &dir) {
+                    if (self.exclude)(&r, true) {
+                        continue;
+                    }
                 }
+                let Some(inner) = self.inner.as_mut() else {
+                    return Ok(());
+                };
+                match inner.watch(&dir, RecursiveMode::NonRecursive) {
+                    Ok(()) => self.added += 1,
+                    Err(e) if is_limit(&e) => return Err(e),
+                    Err(e) => {
+                        log::debug!("not watching {}: {e}", dir.display());
+                        continue;
+                    }
+                }
+                watched.push((dir, mark));
             }
-            match inner.watch(&dir, RecursiveMode::NonRecursive) {
-                Ok(()) => self.added += 1,
-                Err(e) if is_limit(&e) => return Err(e),
-                Err(e) => {
-                    log::debug!("not watching {}: {e}", dir.display());
-                    continue;
-                }
+            let mut next = Vec::new();
+            for (dir, mark) in watched {
+                self.read_level(&dir, mark, scan.as_deref_mut(), &mut next);
             }
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    log::warn!(
-                        "cannot read {}: {e}; changes below it are not seen (rsync will \
-                         report the same error)",
-                        dir.display()
-                    );
-                    continue;
-                }
-            };
-            for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(entry.path());
-                }
-            }
+            level = next;
         }
         Ok(())
+    }
+
+    /// Reads one watched directory: its subdirectories join `next`, and
+    /// with `scan` every entry is weighed.
+    fn read_level(
+        &self,
+        dir: &Path,
+        mark: DirMark,
+        mut scan: Option<&mut Scanner>,
+        next: &mut Vec<(PathBuf, DirMark)>,
+    ) {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                log::warn!(
+                    "cannot read {}: {e}; changes below it are not seen (rsync will \
+                     report the same error)",
+                    dir.display()
+                );
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let is_dir = match scan.as_deref_mut() {
+                Some(s) => {
+                    let Ok(m) = entry.metadata() else { continue };
+                    let Some(r) = rel(&self.root, &path) else {
+                        continue;
+                    };
+                    if (self.exclude)(&r, m.is_dir()) {
+                        continue;
+                    }
+                    let child = s.entry(mark, &r, &path, &m);
+                    if m.is_dir() {
+                        next.push((path, child));
+                    }
+                    continue;
+                }
+                None => entry.file_type().is_ok_and(|t| t.is_dir()),
+            };
+            if is_dir {
+                next.push((path, DirMark::default()));
+            }
+        }
+    }
+
+    /// Waits until notify has handed over every event the kernel queued
+    /// before this call.
+    pub fn flush_events(&mut self) {
+        // notify reads the kernel queue on its own thread as soon as it is
+        // readable; a short pause lets it hand over what is queued now.
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
 
     /// Records that part of the tree is not watched.
