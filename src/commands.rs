@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::config::cli::{InspectArgs, PurgeArgs, RetryArgs, StatusArgs};
+use crate::config::cli::{CheckpointArgs, InspectArgs, PurgeArgs, RetryArgs, StatusArgs, SyncArgs};
 use crate::config::file::ConfigFile;
 use crate::error::{Error, Result};
 use crate::observe::control::protocol::Action;
@@ -148,5 +148,104 @@ fn changed(dir: &Path, req: &Request, out: &mut dyn Write) -> Result<()> {
         };
         r = r.and_then(|_| writeln!(out, "{}: {}: {what}{how}", c.action.word(), m.name));
     }
+    written(r, out)
+}
+
+/// The daemon of `dir`, which must be running: checkpoints and syncs are
+/// its acts.
+fn live(dir: &Path) -> Result<control::client::Client> {
+    control::client::connect(dir)?.ok_or_else(|| {
+        Error::NotRunning(format!(
+            "no syncd daemon is running on {}: checkpoints and syncs are taken by the running \
+             daemon",
+            dir.display()
+        ))
+    })
+}
+
+/// `syncd checkpoint [--wait]`.
+pub fn checkpoint(
+    a: &CheckpointArgs,
+    file: Option<&ConfigFile>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let dir = crate::config::state_dir(&a.state, file)?;
+    let mut c = live(&dir)?;
+    let taken = match c.call(&Request::Checkpoint {
+        dest: a.dest.clone(),
+    })? {
+        Reply::Checkpoint(t) => t,
+        other => return Err(unexpected(&other)),
+    };
+    let at = crate::observe::logger::utc_iso(taken.at_unix_ms / 1000);
+    written(
+        writeln!(
+            out,
+            "checkpoint {at} ({} ms) taken on {}",
+            taken.at_unix_ms,
+            taken.destinations.join(", ")
+        ),
+        out,
+    )?;
+    if !a.wait {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let timeout = a.timeout.map(std::time::Duration::from_secs_f64);
+    loop {
+        let report = match c.call(&Request::Status {
+            max_failures: crate::observe::status::DEFAULT_MAX_FAILURES,
+        })? {
+            Reply::Status(s) => s,
+            other => return Err(unexpected(&other)),
+        };
+        let waiting: Vec<&str> = report
+            .destinations
+            .iter()
+            .filter(|h| taken.destinations.contains(&h.name))
+            .filter(|h| h.delivered_unix_ms.is_none_or(|d| d < taken.at_unix_ms))
+            .map(|h| h.name.as_str())
+            .collect();
+        if waiting.is_empty() {
+            return written(
+                writeln!(
+                    out,
+                    "checkpoint {at} complete: every change made before it is on {}",
+                    taken.destinations.join(", ")
+                ),
+                out,
+            );
+        }
+        if timeout.is_some_and(|t| started.elapsed() >= t) {
+            return Err(Error::Timeout(format!(
+                "checkpoint {at} did not complete within {:.0}s on {}",
+                timeout.unwrap_or_default().as_secs_f64(),
+                waiting.join(", ")
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// `syncd sync [--full] [--dest NAME]`.
+pub fn sync(a: &SyncArgs, file: Option<&ConfigFile>, out: &mut dyn Write) -> Result<()> {
+    let dir = crate::config::state_dir(&a.state, file)?;
+    let mut c = live(&dir)?;
+    let done = match c.call(&Request::Sync {
+        dest: a.dest.clone(),
+        full: a.full,
+    })? {
+        Reply::Synced(s) => s,
+        other => return Err(unexpected(&other)),
+    };
+    let r = if done.full {
+        writeln!(
+            out,
+            "window committed; full sync queued for {}",
+            done.destinations.join(", ")
+        )
+    } else {
+        writeln!(out, "window committed")
+    };
     written(r, out)
 }

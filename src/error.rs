@@ -131,6 +131,10 @@ pub enum Error {
     /// No daemon runs on the state directory (`status` exits on it).
     #[error("{0}")]
     NotRunning(String),
+
+    /// `syncd checkpoint --wait` gave up before the checkpoint completed.
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl Error {
@@ -151,7 +155,8 @@ impl Error {
     /// The process exit status for this error: 2 for usage errors (as clap
     /// uses), 3 for a held lock, 4 for store problems, 5 for a destination
     /// in error and 6 for no daemon running (both for `syncd status`, so a
-    /// monitoring check can tell them apart), 1 otherwise.
+    /// monitoring check can tell them apart), 7 for a checkpoint that did
+    /// not complete in time, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => 2,
@@ -159,6 +164,7 @@ impl Error {
             Error::Store { .. } => 4,
             Error::Unhealthy(_) => 5,
             Error::NotRunning(_) => 6,
+            Error::Timeout(_) => 7,
             _ => 1,
         }
     }

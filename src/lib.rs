@@ -72,6 +72,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             commands::written(config::describe(&cfg, out), out)
         }
         Command::Status(a) => commands::status(&a, f, out),
+        Command::Checkpoint(a) => commands::checkpoint(&a, f, out),
+        Command::Sync(a) => commands::sync(&a, f, out),
         Command::Queue(QueueCommand::Inspect(a)) => commands::queue_inspect(&a, f, out),
         Command::Queue(QueueCommand::Retry(a)) => commands::queue_retry(&a, f, out),
         Command::Queue(QueueCommand::Purge(a)) => commands::queue_purge(&a, f, out),

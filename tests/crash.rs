@@ -289,6 +289,7 @@ fn a_full_state_disk_keeps_changes_in_memory_and_recovers_by_itself() {
     fs::remove_file(&filler).unwrap();
     d.wait_log("commits work again", T);
     dir.wait_mirror(T);
+    wait_drained(&state, T);
     assert!(d.stop().success());
     assert_eq!(inspect(&state)["destinations"][0]["pending"], 0);
 }
@@ -310,6 +311,7 @@ fn a_store_that_met_a_full_disk_is_left_and_syncd_restarts_in_place() {
     d.wait_log("restarting syncd in place", T);
     d.wait_log("the last stop was not clean", T);
     dir.wait_mirror(T);
+    wait_drained(&state, T);
     assert_eq!(d.pid(), pid);
     assert!(d.stop().success());
     assert_eq!(inspect(&state)["destinations"][0]["pending"], 0);

@@ -248,6 +248,17 @@ pub fn syncd(args: &[&OsStr]) -> Output {
         .expect("run syncd")
 }
 
+/// Waits until every destination of the daemon on `state` has nothing
+/// pending: the mirror can be exact a moment before the last run ends and
+/// is acked.
+pub fn wait_drained(state: &Path, within: Duration) {
+    wait_until("every queue drained", within, || {
+        inspect(state)["destinations"]
+            .as_array()
+            .is_some_and(|ds| ds.iter().all(|d| d["pending"] == 0))
+    });
+}
+
 /// `syncd queue inspect --json --state-dir DIR` parsed.
 pub fn inspect(state: &Path) -> serde_json::Value {
     let out = syncd(&[

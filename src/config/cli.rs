@@ -87,6 +87,20 @@ pub enum Command {
     /// failures in a row, a stopped worker, or changesets queued for a
     /// destination the daemon no longer has); 6 when no daemon is running.
     Status(StatusArgs),
+    /// Take a checkpoint: it completes for a destination once every change
+    /// made in SOURCE before now is there. The open window is committed at
+    /// once. With --wait, wait for it: exit 0 when every destination named
+    /// completed it, 7 when --timeout passed first, 6 when no daemon runs.
+    ///
+    /// A deploy script can run `syncd checkpoint --wait --timeout 300`
+    /// before it switches traffic to a mirror. A pending checkpoint
+    /// survives a restart of the daemon; `syncd status` shows the last
+    /// completed one per destination.
+    Checkpoint(CheckpointArgs),
+    /// Commit the open window now instead of at its deadline; with --full,
+    /// also queue a full sync (all destinations, or --dest's), which
+    /// repairs changes made on a destination by others.
+    Sync(SyncArgs),
     /// Check the configuration `syncd run` would use (the config file and
     /// these arguments), print it resolved, and exit: 0 when it is valid, 2
     /// with the reason when not. Nothing is started or written.
@@ -99,6 +113,34 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Only this destination (its name or its target); default: all.
+    #[arg(long, value_name = "NAME")]
+    pub dest: Option<String>,
+    /// Wait until the checkpoint completed on every destination named.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait, give up after this many seconds (exit status 7)
+    /// [default: wait for ever].
+    #[arg(long, value_name = "SECS", requires = "wait")]
+    pub timeout: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Queue a full sync of the whole tree too.
+    #[arg(long)]
+    pub full: bool,
+    /// With --full, only this destination (its name or its target).
+    #[arg(long, value_name = "NAME", requires = "full")]
+    pub dest: Option<String>,
 }
 
 #[derive(Debug, Args)]

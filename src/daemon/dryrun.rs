@@ -40,7 +40,9 @@ pub fn run(cfg: RunConfig, out: &mut dyn Write) -> Result<()> {
         ),
     )?;
     let mut n = 0u64;
-    if cfg.initial_sync == InitialSync::Full {
+    // No store is read: a start on a new store runs a full sync, shown
+    // unless the start is told to run nothing.
+    if cfg.initial_sync != InitialSync::None {
         n += 1;
         print(&cfg, out, n, &[Entry::full()])?;
     }

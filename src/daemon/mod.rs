@@ -11,6 +11,7 @@
 //! workers (ending their rsync children), marks a clean shutdown, and
 //! returns.
 
+mod actions;
 pub mod dryrun;
 pub mod intake;
 pub mod start;
@@ -23,6 +24,7 @@ use crate::commit::{Committer, Release};
 use crate::config::RunConfig;
 use crate::deliver::outbox::Outbox;
 use crate::error::{Error, Result};
+use crate::observe::control::Request;
 use crate::watch::RawEvent;
 use intake::{signals, Intake};
 
@@ -101,6 +103,7 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         Some(addr) => Some(crate::observe::metrics::Listener::start(addr, scrape_tx)?),
         None => None,
     };
+    let cfg_full_every = cfg.full_sync_every;
     let mut d = Daemon {
         cfg,
         fs_rx,
@@ -109,6 +112,7 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         scrape_rx,
         started_unix: crate::store::now_ms() / 1000,
         next_textfile: Instant::now(),
+        next_full: cfg_full_every.map(|e| Instant::now() + e),
         intake,
         committer: Committer::new(watermark),
         outbox,
@@ -135,6 +139,8 @@ struct Daemon {
     scrape_rx: Receiver<crate::observe::metrics::Scrape>,
     started_unix: u64,
     next_textfile: Instant,
+    /// When `--full-sync-every` queues the next full sync.
+    next_full: Option<Instant>,
     intake: Intake,
     committer: Committer,
     outbox: Outbox,
@@ -147,6 +153,16 @@ impl Daemon {
             let now = Instant::now();
             watchdog.tick(now);
             self.intake.tick(now);
+            if let (Some(at), Some(every)) = (self.next_full, self.cfg.full_sync_every) {
+                if now >= at {
+                    log::info!(
+                        "--full-sync-every {}s: queueing a full sync",
+                        every.as_secs()
+                    );
+                    self.intake.full_sync();
+                    self.next_full = Some(now + every);
+                }
+            }
             if self.cfg.metrics_textfile.is_some() && now >= self.next_textfile {
                 self.write_textfile();
                 self.next_textfile = now + TEXTFILE_EVERY;
@@ -158,6 +174,7 @@ impl Daemon {
                     .as_ref()
                     .map(|_| self.next_textfile),
                 self.committer.retry_at(),
+                self.next_full,
                 watchdog.due_at(),
             ]
             .into_iter()
@@ -191,12 +208,22 @@ impl Daemon {
                     let text = self.metrics_text().unwrap_or_default();
                     let _ = reply.send(text);
                 }
-                Event::Control(call) => {
-                    // A failed store is not read again (it may block).
-                    let running = (!self.committer.poisoned())
-                        .then(|| (self.outbox.store().as_ref(), self.outbox.workers()));
-                    self.control.answer(call, &self.cfg.dests, running);
-                }
+                Event::Control(call) => match call.request().clone() {
+                    Request::Checkpoint { dest } => {
+                        let r = self.checkpoint(dest.as_deref());
+                        call.reply(r);
+                    }
+                    Request::Sync { dest, full } => {
+                        let r = self.sync(dest.as_deref(), full);
+                        call.reply(r);
+                    }
+                    _ => {
+                        // A failed store is not read again (it may block).
+                        let running = (!self.committer.poisoned())
+                            .then(|| (self.outbox.store().as_ref(), self.outbox.workers()));
+                        self.control.answer(call, &self.cfg.dests, running);
+                    }
+                },
             }
             let now = Instant::now();
             if (self.intake.window.due(now) || self.committer.poisoned())

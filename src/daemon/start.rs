@@ -101,6 +101,16 @@ pub fn begin(
         trust: ctime_trust(&cfg.source.root),
     };
     let start = decide(&facts);
+    if !clean {
+        log::warn!(
+            "the last stop was not clean (a crash, kill -9, or a restart in place): the queue \
+             holds every committed change, and {}",
+            match &start {
+                Start::Scan { .. } => "the restart scan finds the rest",
+                _ => "a full sync covers the rest",
+            }
+        );
+    }
     let since = facts.watermark.unwrap_or(0);
     // Every change after this moment has an event or is seen by the walk.
     let walk_ms = now_ms();

@@ -323,14 +323,6 @@ pub fn write_table(out: &mut dyn Write, ins: &Inspection) -> std::io::Result<()>
             when(r.last_success_unix),
             r.last_error.as_deref().map_or_else(|| "-".into(), one_line),
         )?;
-        if let Some(d) = r.delivered_unix_ms {
-            writeln!(
-                out,
-                "    delivered: every change before {} is on it{}",
-                utc(d / 1000),
-                checkpoint_note(r.checkpoint_pending_unix_ms, r.last_checkpoint)
-            )?;
-        }
         for e in r.entries.iter().flatten() {
             match &e.from {
                 Some(from) => writeln!(
@@ -364,6 +356,15 @@ pub fn write_status(out: &mut dyn Write, s: &StatusReport) -> std::io::Result<()
     }
     for h in &s.destinations {
         writeln!(out, "{:<16} {}", h.name, describe(h))?;
+        if let Some(d) = h.delivered_unix_ms {
+            writeln!(
+                out,
+                "{:<16} every change made before {} is on it{}",
+                "",
+                utc(d / 1000),
+                checkpoint_note(h.checkpoint_pending_unix_ms, h.last_checkpoint)
+            )?;
+        }
     }
     Ok(())
 }
@@ -538,7 +539,6 @@ mod tests {
     #[test]
     fn an_entry_with_a_newline_stays_on_its_line() {
         let mut r = rep(0, "in_sync", 1);
-        r.delivered_unix_ms = None;
         r.entries = Some(vec![PendingPath {
             seq: 1,
             kind: "file".into(),

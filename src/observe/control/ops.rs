@@ -161,6 +161,11 @@ pub fn handle(view: &View<'_>, req: &Request) -> Result<Reply> {
         Request::Status { max_failures } => Ok(Reply::Status(status(view, *max_failures)?)),
         Request::Retry { dest } => change(view, Action::Retry, dest.as_deref()),
         Request::Purge { dest } => change(view, Action::Purge, Some(dest)),
+        Request::Checkpoint { .. } | Request::Sync { .. } => Err(Error::NotRunning(
+            "no syncd daemon is running on this state directory: checkpoints and syncs are \
+             taken by the running daemon"
+                .into(),
+        )),
     }
 }
 
@@ -249,6 +254,24 @@ fn change(view: &View<'_>, action: Action, dest: Option<&str>) -> Result<Reply> 
         action,
         destinations: moved,
     }))
+}
+
+/// The daemon's destinations that `dest` names (all when `None`), as
+/// (name, target); a usage error names the known ones when none matches.
+pub fn select<'d>(dests: &'d [DestConfig], dest: Option<&str>) -> Result<Vec<&'d DestConfig>> {
+    let picked: Vec<&DestConfig> = dests
+        .iter()
+        .filter(|d| inspect::matches(&d.dest.name, &escape(d.dest.target.as_bytes()), dest))
+        .collect();
+    if picked.is_empty() {
+        let known: Vec<&str> = dests.iter().map(|d| d.dest.name.as_str()).collect();
+        return Err(Error::Usage(format!(
+            "no destination named {:?} (known: {})",
+            dest.unwrap_or(""),
+            known.join(", ")
+        )));
+    }
+    Ok(picked)
 }
 
 fn unknown(view: &View<'_>, d: &str) -> Error {

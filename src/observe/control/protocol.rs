@@ -44,6 +44,20 @@ pub enum Request {
     },
     /// Drop every pending changeset and dead letter of one destination.
     Purge { dest: String },
+    /// Take a checkpoint now: it completes for a destination once every
+    /// change made before it is there. Only the running daemon can.
+    Checkpoint {
+        #[serde(default)]
+        dest: Option<String>,
+    },
+    /// Commit the open window now; with `full`, queue a full sync too.
+    /// Only the running daemon can.
+    Sync {
+        #[serde(default)]
+        dest: Option<String>,
+        #[serde(default)]
+        full: bool,
+    },
 }
 
 fn default_max_failures() -> u32 {
@@ -57,6 +71,23 @@ pub enum Reply {
     Inspection(Inspection),
     Status(StatusReport),
     Changed(Changed),
+    Checkpoint(CheckpointTaken),
+    Synced(SyncQueued),
+}
+
+/// A checkpoint taken: when, and on which destinations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointTaken {
+    pub at_unix_ms: u64,
+    pub destinations: Vec<String>,
+}
+
+/// What `sync` did: the window committed, and a full sync queued for
+/// these destinations when asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncQueued {
+    pub full: bool,
+    pub destinations: Vec<String>,
 }
 
 /// An action on the queues of destinations.

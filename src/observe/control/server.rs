@@ -49,6 +49,21 @@ pub struct Call {
     reply: Sender<Result<Reply, Failure>>,
 }
 
+impl Call {
+    /// What the client asks.
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+
+    /// Answers it (the main loop's own requests: checkpoint, sync).
+    pub fn reply(self, result: Result<Reply>) {
+        let _ = self.reply.send(result.map_err(|e| Failure {
+            usage: matches!(e, Error::Usage(_)),
+            message: e.to_string(),
+        }));
+    }
+}
+
 /// The listening socket and its accept thread.
 pub struct Server {
     path: PathBuf,
