@@ -12,7 +12,7 @@ SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 # below; a path prefix names every module under it.
 LAYERS = [
     ["error", "changeset"],
-    ["optimize", "store", "observe::status", "config::words"],
+    ["optimize", "store", "observe::status", "observe::logger", "config::words"],
     ["config"],
     ["watch", "aggregate"],
     ["deliver"],
