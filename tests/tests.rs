@@ -15,5 +15,6 @@ mod guard;
 mod model;
 mod random_ops;
 mod remote;
+mod restart;
 mod service;
 mod watch;

@@ -64,6 +64,9 @@ impl Plan {
     /// The runs to start, in order, each with its entries; a run with no
     /// entries is left out. Files first, then trees, then directories, so
     /// a directory's own attributes are set after its content changed.
+    /// The trees run lists the files again (rsync's quick check then skips
+    /// them at the cost of a `stat`): rsync links hard links only within
+    /// one run, and a new tree may hold a new link to a changed file.
     pub fn runs(&self) -> Vec<(Run, Vec<&Entry>)> {
         let mut runs = [
             (Run::Files, Vec::new()),
@@ -71,12 +74,18 @@ impl Plan {
             (Run::Dirs, Vec::new()),
         ];
         for e in &self.entries {
-            let i = match e.kind {
-                Kind::File | Kind::Gone => 0,
-                Kind::Tree => 1,
-                Kind::Attrs | Kind::Listing => 2,
-            };
-            runs[i].1.push(e);
+            match e.kind {
+                Kind::File | Kind::Gone => runs[0].1.push(e),
+                Kind::Tree => runs[1].1.push(e),
+                Kind::Attrs | Kind::Listing => runs[2].1.push(e),
+            }
+        }
+        if !runs[1].1.is_empty() {
+            let files = self.entries.iter().filter(|e| e.kind == Kind::File);
+            runs[1].1.extend(files);
+            runs[1]
+                .1
+                .sort_by(|a, b| crate::changeset::path_cmp(&a.path, &b.path));
         }
         runs.into_iter()
             .filter(|(_, list)| !list.is_empty())
@@ -157,6 +166,17 @@ mod tests {
             }
         );
         assert!(!p.is_full());
+    }
+
+    #[test]
+    fn files_are_listed_again_with_trees_so_hard_links_between_them_hold() {
+        let p = Plan {
+            entries: vec![e(File, "a"), e(Gone, "b"), e(Tree, "t"), e(Listing, "u")],
+        };
+        let runs = p.runs();
+        assert_eq!(runs[0], (Run::Files, vec![&e(File, "a"), &e(Gone, "b")]));
+        assert_eq!(runs[1], (Run::Trees, vec![&e(File, "a"), &e(Tree, "t")]));
+        assert_eq!(runs[2], (Run::Dirs, vec![&e(Listing, "u")]));
     }
 
     #[test]

@@ -29,11 +29,14 @@ use std::path::Path;
 use crate::changeset::{Entry, Kind};
 
 /// How far before the watermark the scan looks. The kernel stamps ctime
-/// from a coarse clock (updated every tick, 1 to 10 ms) that can lag the
-/// clock syncd read for the watermark by one tick, and FAT-like
-/// granularities reach 2 s; one second more keeps a margin. Looking too
-/// far back only lists a few unchanged paths again.
-pub const SLACK_MS: u64 = 3_000;
+/// from its coarse clock, which is updated once per tick (1 to 10 ms) and
+/// so lags the clock syncd reads for the watermark by up to one tick; and
+/// a change whose system call was in flight while the watermark was read
+/// may carry a ctime just before it without an event in that window. A
+/// second covers both with a wide margin (file systems with coarser
+/// times, such as FAT's 2 s, are not trusted at all). Looking too far back
+/// only lists a few unchanged paths again.
+pub const SLACK_MS: u64 = 1_000;
 
 /// What the walk knows of a directory while it descends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
