@@ -82,6 +82,31 @@ pub fn render(dests: &[DestMetrics<'_>], started_unix: u64) -> String {
         "Unix time of the last successful rsync run (0: never).",
         per(&|d| d.report.last_success_unix.unwrap_or(0) as f64),
     );
+    let secs = |ms: Option<u64>| ms.map_or(0.0, |m| m as f64 / 1000.0);
+    family(
+        "delivered_watermark_timestamp_seconds",
+        "gauge",
+        "Every change made in SOURCE before this Unix time is on the destination (0: not known).",
+        per(&|d| secs(d.report.delivered_unix_ms)),
+    );
+    family(
+        "last_checkpoint_timestamp_seconds",
+        "gauge",
+        "The Unix time of the last completed checkpoint (0: none).",
+        per(&|d| secs(d.report.last_checkpoint.map(|c| c.at_unix_ms))),
+    );
+    family(
+        "last_checkpoint_completed_timestamp_seconds",
+        "gauge",
+        "When the last checkpoint completed, Unix time (0: none).",
+        per(&|d| secs(d.report.last_checkpoint.map(|c| c.completed_unix_ms))),
+    );
+    family(
+        "checkpoint_pending",
+        "gauge",
+        "1 while a checkpoint is waiting for delivery.",
+        per(&|d| d.report.checkpoint_pending_unix_ms.map_or(0.0, |_| 1.0)),
+    );
     let mut runs = Vec::new();
     for d in dests {
         let n = label(&d.report.name);
@@ -277,6 +302,11 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("syncd_start_time_seconds 5"), "{t}");
+        assert!(
+            t.contains("syncd_delivered_watermark_timestamp_seconds{dest=\"we\\\"ird\\\\name\"} 5"),
+            "{t}"
+        );
+        assert!(t.contains("syncd_last_checkpoint_completed_timestamp_seconds{"), "{t}");
         assert!(
             t.contains("syncd_oldest_pending_age_seconds{dest=\"we\\\"ird\\\\name\"} 1.5"),
             "{t}"
