@@ -20,8 +20,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::changeset::{Changeset, Entry, Kind};
-use crate::optimize::optimize;
+use crate::changeset::{Changeset, Entry, Kind, Move, Op};
+use crate::optimize::compose;
 
 /// The open window.
 pub struct Aggregator {
@@ -29,7 +29,9 @@ pub struct Aggregator {
     cap: usize,
     full_threshold: usize,
     hold: Duration,
-    entries: Vec<Entry>,
+    /// What the window saw, in order; after a compaction, its moves and
+    /// then its canonical entries.
+    ops: Vec<Op>,
     /// Length after the last compaction; the next one runs at twice this.
     compacted: usize,
     opened: Option<Instant>,
@@ -50,7 +52,7 @@ impl Aggregator {
             cap,
             full_threshold,
             hold,
-            entries: Vec::new(),
+            ops: Vec::new(),
             compacted: 0,
             opened: None,
             open: HashMap::new(),
@@ -60,9 +62,26 @@ impl Aggregator {
 
     /// Adds one entry, opening the window if it was closed.
     pub fn add(&mut self, e: Entry, now: Instant) {
+        self.push(Op::Entry(e), now);
+    }
+
+    /// Adds a move (a rename seen whole), opening the window if it was
+    /// closed.
+    pub fn moved(&mut self, m: Move, now: Instant) {
+        self.push(Op::Move(m), now);
+    }
+
+    /// Opens the window without adding anything: something is known to
+    /// come (the second half of a rename), and the window's close settles
+    /// it.
+    pub fn touch(&mut self, now: Instant) {
         self.opened.get_or_insert(now);
-        self.entries.push(e);
-        if self.entries.len() >= 2 * self.compacted.max(4096) {
+    }
+
+    fn push(&mut self, op: Op, now: Instant) {
+        self.opened.get_or_insert(now);
+        self.ops.push(op);
+        if self.ops.len() >= 2 * self.compacted.max(4096) {
             self.compact();
         }
     }
@@ -84,14 +103,32 @@ impl Aggregator {
     }
 
     fn compact(&mut self) {
-        let v = std::mem::take(&mut self.entries);
-        self.entries = optimize(v, self.full_threshold);
-        self.compacted = self.entries.len();
+        let (moves, entries) = compose(std::mem::take(&mut self.ops), self.full_threshold);
+        self.ops = moves.into_iter().map(Op::Move).collect();
+        self.ops.extend(entries.into_iter().map(Op::Entry));
+        self.compacted = self.ops.len();
+    }
+
+    /// The directories created (or moved in whole) in this window: its
+    /// `Tree` entries but the root.
+    pub fn new_trees(&self) -> Vec<Vec<u8>> {
+        self.entries()
+            .filter(|e| e.kind == Kind::Tree && !e.path.is_empty())
+            .map(|e| e.path.clone())
+            .collect()
+    }
+
+    /// The entries of the window (its moves aside).
+    fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.ops.iter().filter_map(|op| match op {
+            Op::Entry(e) => Some(e),
+            Op::Move(_) => None,
+        })
     }
 
     /// Whether the window holds anything.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.ops.is_empty()
     }
 
     /// When the window closes by time, if it is open.
@@ -102,7 +139,7 @@ impl Aggregator {
     /// Whether the window must be committed now: its time is up, or it
     /// holds more than the cap after compaction.
     pub fn due(&mut self, now: Instant) -> bool {
-        if self.entries.is_empty() {
+        if self.ops.is_empty() && self.opened.is_none() {
             return false;
         }
         if self.deadline().is_some_and(|d| now >= d) {
@@ -112,13 +149,13 @@ impl Aggregator {
         // since the last compaction: a window that stays just under the
         // cap would otherwise re-optimize tens of thousands of entries for
         // every event.
-        if self.entries.len() > self.cap && self.entries.len() > self.compacted + self.cap / 8 {
+        if self.ops.len() > self.cap && self.ops.len() > self.compacted + self.cap / 8 {
             self.compact();
             // Held files do not count: they cannot be committed yet, and
             // counting them would leave a window of more open files than
             // the cap due again right after every commit (found by the
             // `optimize` fuzz target).
-            let ready = self.entries.iter().filter(|e| !self.is_held(e, now));
+            let ready = self.entries().filter(|e| !self.is_held(e, now));
             return ready.count() > self.cap;
         }
         false
@@ -139,16 +176,16 @@ impl Aggregator {
     /// once the changeset is committed.
     pub fn changeset(&mut self, created_ms: u64, now: Instant) -> Changeset {
         self.compact();
-        let mut ready = Vec::with_capacity(self.entries.len());
+        let mut cs = Changeset::new(created_ms, Vec::with_capacity(self.ops.len()));
         self.held.clear();
-        for e in &self.entries {
-            if self.is_held(e, now) {
-                self.held.push(e.clone());
-            } else {
-                ready.push(e.clone());
+        for op in &self.ops {
+            match op {
+                Op::Move(m) => cs.moves.push(m.clone()),
+                Op::Entry(e) if self.is_held(e, now) => self.held.push(e.clone()),
+                Op::Entry(e) => cs.entries.push(e.clone()),
             }
         }
-        Changeset::new(created_ms, ready)
+        cs
     }
 
     /// The optimized changeset of the whole window, files still open for
@@ -157,7 +194,14 @@ impl Aggregator {
     pub fn changeset_all(&mut self, created_ms: u64) -> Changeset {
         self.compact();
         self.held.clear();
-        Changeset::new(created_ms, self.entries.clone())
+        let mut cs = Changeset::new(created_ms, Vec::new());
+        for op in &self.ops {
+            match op {
+                Op::Move(m) => cs.moves.push(m.clone()),
+                Op::Entry(e) => cs.entries.push(e.clone()),
+            }
+        }
+        cs
     }
 
     /// Since when the longest-held file of the last [`Aggregator::changeset`]
@@ -175,25 +219,26 @@ impl Aggregator {
     /// the next window. A file shipped while still open is held again for
     /// another `hold` from now.
     pub fn clear(&mut self, now: Instant) {
-        for e in &self.entries {
-            if let Some(since) = self.open.get_mut(&e.path) {
-                if now.saturating_duration_since(*since) >= self.hold {
-                    *since = now;
+        for op in &self.ops {
+            if let Op::Entry(e) = op {
+                if let Some(since) = self.open.get_mut(&e.path) {
+                    if now.saturating_duration_since(*since) >= self.hold {
+                        *since = now;
+                    }
                 }
             }
         }
-        self.entries = std::mem::take(&mut self.held);
+        self.ops = std::mem::take(&mut self.held)
+            .into_iter()
+            .map(Op::Entry)
+            .collect();
         self.compacted = 0;
-        self.opened = if self.entries.is_empty() {
-            None
-        } else {
-            Some(now)
-        };
+        self.opened = if self.ops.is_empty() { None } else { Some(now) };
     }
 
-    /// The number of entries held (before the last optimization).
+    /// The number of steps held (before the last optimization).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.ops.len()
     }
 }
 

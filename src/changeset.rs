@@ -96,6 +96,15 @@ pub struct Move {
     pub to: Vec<u8>,
 }
 
+/// One step of what a window saw, in order: an entry, or a move. Order
+/// matters only around moves: an entry before a move names the path its
+/// data had then, and the move carries it along.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Op {
+    Entry(Entry),
+    Move(Move),
+}
+
 /// A set of entries committed as one unit, with the time it was formed.
 ///
 /// Applying it means: the moves, in order, on the destination, then one
@@ -128,6 +137,12 @@ impl Changeset {
     /// Whether it holds nothing to do.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty() && self.moves.is_empty()
+    }
+
+    /// The changeset as a stream of steps: its moves, then its entries.
+    pub fn ops(&self) -> impl Iterator<Item = Op> + '_ {
+        let moves = self.moves.iter().cloned().map(Op::Move);
+        moves.chain(self.entries.iter().cloned().map(Op::Entry))
     }
 
     /// Whether this changeset is (or contains) a full sync of the root.

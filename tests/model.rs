@@ -250,8 +250,8 @@ fn rsync_run(src: &Tree, dst: &mut Tree, list: &[&Entry], recursive: bool) -> Re
 /// What a worker does with the entries it took from the queue: classify
 /// against the source, re-optimize, and run the main and attrs runs.
 fn sync(src: &Tree, dst: &mut Tree, entries: &[Entry], threshold: usize) -> Result<(), String> {
-    let plan = plan(entries.to_vec(), |p| src.stat(p), |_, _| false, threshold)
-        .map_err(|_| "root gone")?;
+    let ops = entries.iter().cloned().map(syncd::changeset::Op::Entry);
+    let plan = plan(ops, |p| src.stat(p), |_, _| false, threshold).map_err(|_| "root gone")?;
     for (run, list) in plan.runs() {
         rsync_run(src, dst, &list, run == Run::Trees)?;
     }

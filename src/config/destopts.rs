@@ -50,6 +50,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "seconds an idle ssh master connection stays open (0: one connection per run)",
     ),
     ("password-file", "rsync --password-file for daemon modules"),
+    (
+        "moves",
+        "replay renames on the destination (true, the default) or send them as transfers (false)",
+    ),
 ];
 
 /// Everything that shapes the rsync runs of one destination.
@@ -81,6 +85,8 @@ pub struct DestOptions {
     /// Where ssh keeps its control sockets. Set by the daemon from the
     /// state directory, not by the user; `None` turns reuse off.
     pub control_dir: Option<PathBuf>,
+    /// Replay renames on the destination before the data pass.
+    pub moves: bool,
 }
 
 impl Default for DestOptions {
@@ -98,6 +104,7 @@ impl Default for DestOptions {
             password_file: None,
             control_persist_s: 300,
             control_dir: None,
+            moves: true,
         }
     }
 }
@@ -232,6 +239,13 @@ impl DestOptions {
                 }
                 self.password_file = Some(PathBuf::from(value));
             }
+            "moves" => {
+                self.moves = match text(key, value)? {
+                    "true" | "yes" | "on" | "1" => true,
+                    "false" | "no" | "off" | "0" => false,
+                    v => return Err(format!("moves must be true or false, not {v:?}")),
+                }
+            }
             other => {
                 let keys: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
                 return Err(format!(
@@ -346,6 +360,7 @@ mod tests {
             ("partial-dir", ".part"),
             ("control-persist", "0"),
             ("password-file", "/etc/pw"),
+            ("moves", "false"),
         ] {
             set(&mut o, k, v).unwrap();
         }
@@ -358,7 +373,7 @@ mod tests {
         assert_eq!(o.partial_dir.as_deref(), Some(OsStr::new(".part")));
         assert_eq!(o.control_persist_s, 0);
         assert_eq!(o.password_file.as_deref(), Some(Path::new("/etc/pw")));
-        assert_eq!(KEYS.len(), 11, "every key is tested above");
+        assert_eq!(KEYS.len(), 12, "every key is tested above");
         set(&mut o, "partial-dir", "").unwrap();
         assert_eq!(o.partial_dir, None);
         set(&mut o, "bwlimit", "0").unwrap();

@@ -356,10 +356,11 @@ fn settings(
                 toml::Value::String(s) => Ok(s.into()),
                 toml::Value::Integer(i) => Ok(i.to_string().into()),
                 toml::Value::Float(f) => Ok(f.to_string().into()),
+                toml::Value::Boolean(b) => Ok(b.to_string().into()),
                 other => Err(bad(
                     line,
                     format!(
-                        "{key} must be a string or a number, not {}",
+                        "{key} must be a string, a number or a boolean, not {}",
                         other.type_str()
                     ),
                 )),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::select;
 
 use super::intake::{signals, Intake};
-use crate::changeset::{escape, Entry};
+use crate::changeset::{escape, Changeset, Entry};
 use crate::config::{InitialSync, RunConfig};
 use crate::deliver::classify::lstat;
 use crate::deliver::plan::plan;
@@ -44,7 +44,7 @@ pub fn run(cfg: RunConfig, out: &mut dyn Write) -> Result<()> {
     // unless the start is told to run nothing.
     if cfg.initial_sync != InitialSync::None {
         n += 1;
-        print(&cfg, out, n, &[Entry::full()])?;
+        print(&cfg, out, n, &Changeset::new(0, vec![Entry::full()]))?;
     }
     loop {
         let timeout = intake
@@ -70,20 +70,20 @@ pub fn run(cfg: RunConfig, out: &mut dyn Write) -> Result<()> {
         if window.due(now) {
             let cs = window.changeset(crate::store::now_ms(), now);
             window.clear(now);
-            if !cs.entries.is_empty() {
+            if !cs.is_empty() {
                 n += 1;
-                print(&cfg, out, n, &cs.entries)?;
+                print(&cfg, out, n, &cs)?;
             }
         }
     }
 }
 
 /// Prints changeset `n` and, per destination, the runs it would start.
-fn print(cfg: &RunConfig, out: &mut dyn Write, n: u64, entries: &[Entry]) -> Result<()> {
+fn print(cfg: &RunConfig, out: &mut dyn Write, n: u64, cs: &Changeset) -> Result<()> {
     let io = Error::Output;
     let f = &cfg.filter;
     let planned = plan(
-        entries.to_vec(),
+        cs.ops(),
         |p| lstat(&cfg.source, p),
         |p, d| f.excluded(p, d),
         cfg.workers.full_threshold,
@@ -96,7 +96,16 @@ fn print(cfg: &RunConfig, out: &mut dyn Write, n: u64, entries: &[Entry]) -> Res
         .map_err(io)?;
         return Ok(());
     };
-    writeln!(out, "changeset {n}: {} entries", plan.entries.len()).map_err(io)?;
+    writeln!(
+        out,
+        "changeset {n}: {} moves, {} entries",
+        plan.moves.len(),
+        plan.entries.len()
+    )
+    .map_err(io)?;
+    for m in &plan.moves {
+        writeln!(out, "  move  {} -> {}", display(&m.from), display(&m.to)).map_err(io)?;
+    }
     for e in &plan.entries {
         writeln!(out, "  {:<5} {}", e.kind.name(), display(&e.path)).map_err(io)?;
     }

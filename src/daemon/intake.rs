@@ -15,7 +15,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::aggregate::Aggregator;
-use crate::changeset::{escape, Entry};
+use crate::changeset::{escape, Entry, Move};
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::watch::scan::{ctime_trust, Scanner, SLACK_MS};
@@ -78,8 +78,16 @@ impl Intake {
                     log::trace!("event: {} {}", e.kind.name(), escape(&e.path));
                     self.window.add(e, now);
                 }
+                Change::Move(m) => {
+                    log::trace!("event: move {} -> {}", escape(&m.from), escape(&m.to));
+                    self.window.moved(m, now);
+                }
                 Change::Rescan => self.overflowed(live)?,
                 Change::Writing(p) => self.window.writing(&p, now),
+                Change::Closed(p) if self.watch.awaits_pairs() => {
+                    self.window.closed(&p);
+                    self.window.touch(now);
+                }
                 Change::Closed(p) => self.window.closed(&p),
                 Change::Error(msg) => log::error!("{msg}"),
                 Change::Limit(msg) => {
@@ -149,7 +157,35 @@ impl Intake {
         while let Ok(ev) = rx.try_recv() {
             self.absorb(ev, true)?;
         }
+        let t = Instant::now();
+        let trees = self.window.new_trees();
+        for c in self.watch.unpaired() {
+            let Change::Entry(e) = c else { continue };
+            match self.relocated(&e.path, &trees) {
+                Some(to) => self.window.moved(Move { from: e.path, to }, t),
+                None => self.window.add(e, t),
+            }
+        }
         Ok(now)
+    }
+
+    /// Where a path whose rename had no second half went, if it went into
+    /// a directory created in this window: the kernel reports no `To` half
+    /// in a directory it does not watch yet, and `mkdir new; mv big new/`
+    /// is done before syncd can watch `new`. A name in a new tree that
+    /// matches is taken for the moved path. A wrong guess costs nothing
+    /// but time: the new tree's data pass makes the destination exact.
+    fn relocated(&self, from: &[u8], trees: &[Vec<u8>]) -> Option<Vec<u8>> {
+        if std::fs::symlink_metadata(watch::abs(&self.root, from)).is_ok() {
+            return None;
+        }
+        let name = from.rsplit(|&b| b == b'/').next()?;
+        trees.iter().find_map(|t| {
+            let to = crate::changeset::join(t, name);
+            std::fs::symlink_metadata(watch::abs(&self.root, &to))
+                .is_ok()
+                .then_some(to)
+        })
     }
 
     /// Queues the periodic full sync of a degraded watch when it is due.

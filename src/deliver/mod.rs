@@ -14,5 +14,6 @@ pub mod classify;
 pub mod guard;
 pub mod outbox;
 pub mod plan;
+pub mod replay;
 pub mod rsync;
 pub mod worker;

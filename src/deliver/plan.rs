@@ -1,25 +1,34 @@
-//! The plan: what rsync must be told to sync a set of queued entries, as
-//! the source is now.
+//! The plan: the moves to replay and what rsync must be told to sync a set
+//! of queued changesets, as the source is now.
 //!
 //! One pure step, shared by the worker, the dry run and the model test, so
-//! the three can never drift apart: merge the raw entries of one or many
-//! changesets into one canonical set ([`optimize`]), classify every path
-//! against the live tree (a `stat` callback, [`classify_with`]), make the
-//! classified set canonical again (classification can turn a file entry
-//! into its ancestor, which then covers siblings), drop excluded paths
-//! (entries queued before an exclude was added must never be listed to
-//! rsync, whose own excludes do not protect listed paths), and split what
-//! is left into rsync's two runs. No I/O happens here but through `stat`.
+//! the three can never drift apart: merge the moves and entries of one or
+//! many changesets, in order, into the moves to replay and one canonical
+//! set of entries ([`compose`]), classify every path against the live tree
+//! (a `stat` callback, [`classify_with`]), make the classified set
+//! canonical again (classification can turn a file entry into its
+//! ancestor, which then covers siblings), drop excluded paths (entries
+//! queued before an exclude was added must never be listed to rsync, whose
+//! own excludes do not protect listed paths), and split what is left into
+//! rsync's runs. A move that could not be replayed on the destination
+//! comes back as a transfer ([`Plan::fall_back`]). No I/O happens here but
+//! through `stat`.
 
-use crate::changeset::{Entry, Kind};
+use crate::changeset::{Entry, Kind, Move, Op};
+use crate::config::filter::entry_excluded;
 use crate::deliver::classify::{classify_with, Node, RootGone};
 use crate::deliver::rsync::Run;
-use crate::optimize::optimize;
+use crate::optimize::{compose, optimize};
 
-/// The entries of one delivery, classified, canonical and filtered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One delivery: the moves to replay first, in order; then the entries,
+/// classified, canonical and filtered; and the transfers that stand in
+/// for moves that could not be replayed, which rsync checks by its quick
+/// check only (the data may well be there already, moved before a crash).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
+    pub moves: Vec<Move>,
     pub entries: Vec<Entry>,
+    pub quick: Vec<Entry>,
 }
 
 /// Entries by kind, for the log line of a run.
@@ -43,24 +52,63 @@ impl std::fmt::Display for Tally {
     }
 }
 
-/// Plans the delivery of `raw` entries: `stat` stands in for `lstat` of a
+/// Plans the delivery of the steps `ops` (the moves and entries of the
+/// pending changesets, oldest first): `stat` stands in for `lstat` of a
 /// root-relative path, `excluded` is the exclude filter, and `threshold`
 /// the optimizer's full-sync threshold. Fails when the source root is not
 /// a directory (syncing then would empty the mirror).
 pub fn plan(
-    raw: Vec<Entry>,
-    stat: impl FnMut(&[u8]) -> Node,
+    ops: impl IntoIterator<Item = Op>,
+    mut stat: impl FnMut(&[u8]) -> Node,
     excluded: impl Fn(&[u8], bool) -> bool,
     threshold: usize,
 ) -> Result<Plan, RootGone> {
-    let merged = optimize(raw, threshold);
-    let classified = classify_with(&merged, stat)?;
+    let (moves, mut merged) = compose(ops, threshold);
+    let mut kept = Vec::with_capacity(moves.len());
+    for m in moves {
+        // An exclude added since the move was queued: the excluded side is
+        // never touched; the other is synced as data.
+        let gone = |p: &[u8]| entry_excluded(&excluded, &Entry::new(Kind::Gone, p));
+        match (gone(&m.from), gone(&m.to)) {
+            (false, false) => kept.push(m),
+            (_, to_out) => {
+                if !to_out {
+                    merged.push(Entry::new(Kind::Tree, m.to));
+                }
+            }
+        }
+    }
+    let merged = optimize(merged, threshold);
+    let classified = classify_with(&merged, &mut stat)?;
     let mut entries = optimize(classified, threshold);
-    entries.retain(|e| !crate::config::filter::entry_excluded(&excluded, e));
-    Ok(Plan { entries })
+    entries.retain(|e| !entry_excluded(&excluded, e));
+    Ok(Plan {
+        moves: kept,
+        entries,
+        quick: Vec::new(),
+    })
 }
 
 impl Plan {
+    /// Adds transfers for the `to` of moves that could not be replayed on
+    /// the destination; they run in the trees run, by rsync's quick check.
+    pub fn fall_back(
+        &mut self,
+        tos: Vec<Vec<u8>>,
+        stat: impl FnMut(&[u8]) -> Node,
+        excluded: impl Fn(&[u8], bool) -> bool,
+    ) -> Result<(), RootGone> {
+        if tos.is_empty() {
+            return Ok(());
+        }
+        let raw = tos.into_iter().map(|p| Entry::new(Kind::Tree, p)).collect();
+        let raw = optimize(raw, usize::MAX);
+        let mut quick = classify_with(&raw, stat)?;
+        quick.retain(|e| !entry_excluded(&excluded, e));
+        self.quick = optimize(quick, usize::MAX);
+        Ok(())
+    }
+
     /// The runs to start, in order, each with its entries; a run with no
     /// entries is left out. Files first, then trees, then directories, so
     /// a directory's own attributes are set after its content changed.
@@ -80,12 +128,14 @@ impl Plan {
                 Kind::Attrs | Kind::Listing => runs[2].1.push(e),
             }
         }
+        runs[1].1.extend(self.quick.iter());
         if !runs[1].1.is_empty() {
             let files = self.entries.iter().filter(|e| e.kind == Kind::File);
             runs[1].1.extend(files);
             runs[1]
                 .1
                 .sort_by(|a, b| crate::changeset::path_cmp(&a.path, &b.path));
+            runs[1].1.dedup_by(|a, b| a.path == b.path);
         }
         runs.into_iter()
             .filter(|(_, list)| !list.is_empty())
@@ -97,9 +147,9 @@ impl Plan {
         self.entries.iter().any(Entry::is_full)
     }
 
-    /// Whether there is nothing to run.
+    /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.moves.is_empty() && self.quick.is_empty()
     }
 
     /// The entries by kind.
@@ -114,6 +164,7 @@ impl Plan {
                 Kind::Attrs => t.attrs += 1,
             }
         }
+        t.moves = self.moves.len();
         t
     }
 }
@@ -125,6 +176,10 @@ mod tests {
 
     fn e(k: Kind, p: &str) -> Entry {
         Entry::new(k, p.as_bytes())
+    }
+
+    fn ops(v: Vec<Entry>) -> Vec<Op> {
+        v.into_iter().map(Op::Entry).collect()
     }
 
     fn tree(p: &[u8]) -> Node {
@@ -145,7 +200,7 @@ mod tests {
             e(File, "gone/a/b"),
             e(File, "g"),
         ];
-        let p = plan(raw, tree, |p, _| p.starts_with(b"cache"), 1000).unwrap();
+        let p = plan(ops(raw), tree, |p, _| p.starts_with(b"cache"), 1000).unwrap();
         assert_eq!(
             p.entries,
             vec![e(Attrs, "d"), e(File, "d/f"), e(File, "g"), e(Gone, "gone")]
@@ -172,6 +227,7 @@ mod tests {
     fn files_are_listed_again_with_trees_so_hard_links_between_them_hold() {
         let p = Plan {
             entries: vec![e(File, "a"), e(Gone, "b"), e(Tree, "t"), e(Listing, "u")],
+            ..Plan::default()
         };
         let runs = p.runs();
         assert_eq!(runs[0], (Run::Files, vec![&e(File, "a"), &e(Gone, "b")]));
@@ -182,14 +238,50 @@ mod tests {
     #[test]
     fn a_file_that_became_a_directory_covers_what_is_below_it() {
         let raw = vec![e(Gone, "d"), e(File, "d/f")];
-        let p = plan(raw, tree, |_, _| false, 1000).unwrap();
+        let p = plan(ops(raw), tree, |_, _| false, 1000).unwrap();
         assert_eq!(p.entries, vec![e(Tree, "d")]);
         assert_eq!(p.runs().len(), 1);
     }
 
     #[test]
+    fn moves_are_kept_unless_an_exclude_now_covers_one_side() {
+        let mv = |a: &str, b: &str| {
+            Op::Move(Move {
+                from: a.into(),
+                to: b.into(),
+            })
+        };
+        let p = plan(
+            vec![mv("d", "g"), mv("cache/x", "d"), mv("g", "cache/y")],
+            tree,
+            |p, _| p.starts_with(b"cache"),
+            1000,
+        )
+        .unwrap();
+        // d→g stays; cache/x→d is the data of d; g→cache/y deletes g
+        // (which this test's source has again, so it is sent).
+        assert_eq!(
+            p.moves,
+            vec![Move {
+                from: b"d".to_vec(),
+                to: b"g".to_vec()
+            }]
+        );
+        assert_eq!(p.entries, vec![e(Tree, "d"), e(File, "g")]);
+    }
+
+    #[test]
+    fn a_move_that_fell_back_is_a_quick_transfer_in_the_trees_run() {
+        let mut p = Plan::default();
+        p.fall_back(vec![b"d/f".to_vec(), b"d".to_vec()], tree, |_, _| false)
+            .unwrap();
+        assert_eq!(p.quick, vec![e(Tree, "d")]);
+        assert_eq!(p.runs(), vec![(Run::Trees, vec![&e(Tree, "d")])]);
+    }
+
+    #[test]
     fn a_missing_root_refuses_the_plan() {
-        let r = plan(vec![e(File, "x")], |_| Node::Missing, |_, _| false, 10);
+        let r = plan(ops(vec![e(File, "x")]), |_| Node::Missing, |_, _| false, 10);
         assert_eq!(r, Err(RootGone));
     }
 }

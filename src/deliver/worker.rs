@@ -18,11 +18,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
-use crate::changeset::Entry;
+use crate::changeset::{Entry, Op};
 use crate::config::location::Source;
 use crate::config::{DestConfig, WorkerSettings};
 use crate::deliver::classify::{lstat, RootGone};
 use crate::deliver::plan::plan;
+use crate::deliver::replay::Replayer;
 use crate::deliver::rsync::progress::Tracker;
 use crate::deliver::rsync::stall::StallWatch;
 use crate::deliver::rsync::{self, Class, Control, Outcome, Run};
@@ -64,6 +65,7 @@ pub fn spawn(
         settings,
         live: live.clone(),
         rx,
+        replayer: Default::default(),
     };
     let name = w.cfg.dest.name.clone();
     let thread = std::thread::Builder::new()
@@ -85,6 +87,7 @@ struct Worker {
     settings: WorkerSettings,
     live: Arc<Mutex<Live>>,
     rx: Receiver<Cmd>,
+    replayer: std::cell::RefCell<Replayer>,
 }
 
 /// Why the worker loop ends.
@@ -117,10 +120,10 @@ impl Worker {
                 }
             }
             let seqs: Vec<u64> = pending.iter().map(|p| p.seq).collect();
-            let mut raw: Vec<Entry> = Vec::new();
+            let mut raw: Vec<Op> = Vec::new();
             for p in &pending {
                 match (&p.changeset, &p.corrupt) {
-                    (Some(cs), _) => raw.extend(cs.entries.iter().cloned()),
+                    (Some(cs), _) => raw.extend(cs.ops()),
                     (None, why) => {
                         log::error!(
                             "[{}] queued changeset {} is unreadable ({}); syncing the whole tree instead",
@@ -128,7 +131,7 @@ impl Worker {
                             p.seq,
                             why.as_deref().unwrap_or("?")
                         );
-                        raw.push(Entry::full());
+                        raw.push(Op::Entry(Entry::full()));
                     }
                 }
             }
@@ -140,7 +143,7 @@ impl Worker {
 
     /// Plans and runs rsync for the `raw` entries of the pending
     /// changesets; `Ok(None)` on success.
-    fn sync(&self, raw: Vec<Entry>) -> Result<Option<Outcome>, Stopped> {
+    fn sync(&self, raw: Vec<Op>) -> Result<Option<Outcome>, Stopped> {
         let f = &self.settings.filter;
         let planned = plan(
             raw,
@@ -148,20 +151,49 @@ impl Worker {
             |p, d| f.excluded(p, d),
             self.settings.full_threshold,
         );
-        let plan = match planned {
+        let mut plan = match planned {
             Ok(p) => p,
-            Err(RootGone) => {
-                return Ok(Some(Outcome {
-                    code: None,
-                    class: Class::Retry,
-                    summary: format!(
-                        "the source {} is not a directory; not syncing, since that would empty the mirror",
-                        self.source.root.display()
-                    ),
-                    elapsed: Duration::ZERO,
-                }))
-            }
+            Err(RootGone) => return Ok(Some(self.root_gone())),
         };
+        let replayed = {
+            let mut stop = false;
+            let mut r = self.replayer.borrow_mut();
+            let replayed = r.replay(&self.cfg.dest, &self.cfg.rsync, &self.source, &plan, || {
+                stop |= matches!(
+                    self.rx.try_recv(),
+                    Ok(Cmd::Stop) | Err(TryRecvError::Disconnected)
+                );
+                stop
+            });
+            if stop {
+                return Err(Stopped);
+            }
+            replayed
+        };
+        if !plan.moves.is_empty() {
+            log::info!(
+                "[{}] replayed {} of {} moves on the destination{}",
+                self.name(),
+                replayed.done,
+                plan.moves.len(),
+                match replayed.why.first() {
+                    Some(why) => format!(
+                        "; {} sent as transfers ({why}{})",
+                        replayed.fell_back.len(),
+                        if replayed.why.len() > 1 { ", ..." } else { "" }
+                    ),
+                    None => String::new(),
+                }
+            );
+        }
+        let fell_back = plan.fall_back(
+            replayed.fell_back,
+            |p| lstat(&self.source, p),
+            |p, d| f.excluded(p, d),
+        );
+        if fell_back.is_err() {
+            return Ok(Some(self.root_gone()));
+        }
         let full = plan.is_full();
         if full && !self.settings.allow_empty_source {
             if let Some(why) = self.guard()? {
@@ -241,6 +273,20 @@ impl Worker {
             crate::observe::status::bytes(sent)
         );
         Ok(None)
+    }
+
+    /// The outcome of a run refused because the source root is not a
+    /// directory.
+    fn root_gone(&self) -> Outcome {
+        Outcome {
+            code: None,
+            class: Class::Retry,
+            summary: format!(
+                "the source {} is not a directory; not syncing, since that would empty the mirror",
+                self.source.root.display()
+            ),
+            elapsed: Duration::ZERO,
+        }
     }
 
     /// The empty-source guard before a full sync: why it must not run.

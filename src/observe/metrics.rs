@@ -306,7 +306,10 @@ mod tests {
             t.contains("syncd_delivered_watermark_timestamp_seconds{dest=\"we\\\"ird\\\\name\"} 5"),
             "{t}"
         );
-        assert!(t.contains("syncd_last_checkpoint_completed_timestamp_seconds{"), "{t}");
+        assert!(
+            t.contains("syncd_last_checkpoint_completed_timestamp_seconds{"),
+            "{t}"
+        );
         assert!(
             t.contains("syncd_oldest_pending_age_seconds{dest=\"we\\\"ird\\\\name\"} 1.5"),
             "{t}"

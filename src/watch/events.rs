@@ -24,6 +24,8 @@ use crate::changeset::{Entry, Kind};
 pub enum Change {
     /// A path to sync.
     Entry(Entry),
+    /// A rename inside the tree, both halves seen.
+    Move(crate::changeset::Move),
     /// Events were lost (kernel queue overflow): sync the whole tree.
     Rescan,
     /// The watched root itself was moved or deleted.

@@ -59,6 +59,9 @@ pub struct Watch {
     /// limit.
     degraded_since: Option<Instant>,
     last_rescan: Option<Instant>,
+    /// Renames whose `From` half came and whose `To` half has not yet:
+    /// (cookie, root-relative old path).
+    pending_from: Vec<(usize, Vec<u8>)>,
 }
 
 impl Watch {
@@ -88,6 +91,7 @@ impl Watch {
             added: 0,
             degraded_since: None,
             last_rescan: None,
+            pending_from: Vec::new(),
         };
         let scanned = w.rebuild_scanning(scan)?;
         Ok((w, scanned))
@@ -143,17 +147,83 @@ impl Watch {
             Ok(ev) => Some((ev.kind, ev.paths.clone())),
             Err(_) => None,
         };
-        let mut out: Vec<Change> = interpret(&self.root, raw)
-            .into_iter()
-            .filter(|c| match c {
-                Change::Entry(e) => !self.excluded(e),
-                _ => true,
-            })
-            .collect();
+        let paired = match &raw {
+            Ok(ev) => self.pair(ev),
+            Err(_) => None,
+        };
+        let mut out: Vec<Change> = match paired {
+            Some(changes) => changes,
+            None => interpret(&self.root, raw)
+                .into_iter()
+                .filter(|c| match c {
+                    Change::Entry(e) => !self.excluded(e),
+                    _ => true,
+                })
+                .collect(),
+        };
         if let Some((kind, paths)) = dir_event {
             self.follow(kind, &paths, &mut out);
         }
         out
+    }
+
+    /// The two halves of a rename inside the tree, paired by inotify's
+    /// cookie (notify's tracker): the `From` half waits, and the `To` half
+    /// with the same cookie makes one [`Change::Move`]. A half that stays
+    /// alone is what it always was: moved out of the tree (gone, once
+    /// [`Watch::unpaired`] gives up on it) or moved in (a new path). A move
+    /// into an excluded path is a deletion; out of one, an arrival.
+    /// Returns `None` for every other event.
+    fn pair(&mut self, ev: &notify::Event) -> Option<Vec<Change>> {
+        use notify::event::{ModifyKind, RenameMode};
+        let EventKind::Modify(ModifyKind::Name(mode)) = ev.kind else {
+            return None;
+        };
+        let cookie = ev.tracker()?;
+        let [p] = ev.paths.as_slice() else {
+            return None;
+        };
+        let r = rel(&self.root, p)?;
+        match mode {
+            RenameMode::From => {
+                if (self.exclude)(&r, true) && (self.exclude)(&r, false) {
+                    return Some(vec![Change::Closed(r)]);
+                }
+                self.pending_from.push((cookie, r.clone()));
+                Some(vec![Change::Closed(r)])
+            }
+            RenameMode::To => {
+                let i = self.pending_from.iter().position(|(c, _)| *c == cookie)?;
+                let (_, from) = self.pending_from.remove(i);
+                let is_dir = std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+                if (self.exclude)(&r, is_dir) {
+                    return Some(vec![
+                        Change::Closed(r),
+                        Change::Entry(Entry::new(crate::changeset::Kind::Gone, from)),
+                    ]);
+                }
+                Some(vec![
+                    Change::Closed(r.clone()),
+                    Change::Move(crate::changeset::Move { from, to: r }),
+                ])
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a rename's `From` half waits for its `To`.
+    pub fn awaits_pairs(&self) -> bool {
+        !self.pending_from.is_empty()
+    }
+
+    /// The `From` halves still waiting for their `To`: after every event
+    /// read so far was interpreted, they are moves out of the tree, and so
+    /// deletions.
+    pub fn unpaired(&mut self) -> Vec<Change> {
+        self.pending_from
+            .drain(..)
+            .map(|(_, p)| Change::Entry(Entry::new(crate::changeset::Kind::Gone, p)))
+            .collect()
     }
 
     fn excluded(&self, e: &Entry) -> bool {
