@@ -359,7 +359,7 @@ fn a_pending_checkpoint_survives_a_restart_and_completes_after_it() {
         "{st}"
     );
     drop(down);
-    let d = dir.start("0.2", &[]);
+    let d = dir.start("0.2", &["-v"]);
     wait_until("the checkpoint completed after the restart", T, || {
         inspect(&dir.state())["destinations"][0]["last_checkpoint"]["at_unix_ms"].as_u64()
             == Some(at)
