@@ -13,6 +13,7 @@ mod crash;
 mod filter;
 mod guard;
 mod model;
+mod moves;
 mod random_ops;
 mod remote;
 mod restart;

@@ -157,6 +157,11 @@ fn kind_of(kind: &EventKind, p: &Path) -> Option<Kind> {
         EventKind::Modify(ModifyKind::Name(RenameMode::To)) => on_disk(p, Kind::Tree, Kind::File),
         EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => return None,
         EventKind::Modify(_) => on_disk(p, Kind::Tree, Kind::File),
+        // A removal of a path that exists again is of an inode that was
+        // replaced (a directory renamed over another reports the old one's
+        // deletion after the move): what is there now came with an event
+        // of its own, and a `Gone` here would make the worker send it again.
+        EventKind::Remove(_) if std::fs::symlink_metadata(p).is_ok() => return None,
         EventKind::Remove(_) => Kind::Gone,
         EventKind::Any | EventKind::Other => on_disk(p, Kind::Tree, Kind::File),
     })

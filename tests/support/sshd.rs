@@ -76,6 +76,7 @@ impl Sshd {
                      PermitRootLogin prohibit-password\nPubkeyAuthentication yes\n\
                      PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                      UsePAM no\nStrictModes no\nLogLevel ERROR\nMaxStartups 100\n\
+                     Subsystem sftp internal-sftp\n\
                      SetEnv {mark}={d}\n",
                     d = dir.display(),
                     mark = procs::MARK,
