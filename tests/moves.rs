@@ -119,6 +119,9 @@ fn big(dir: &Dir, rel: &str, seed: u64) {
     random_file(&dir.s(rel), 2 * MIB, seed);
 }
 
+/// One change to the source, named for the failure message.
+type Change = Box<dyn FnOnce(&Dir)>;
+
 fn every_kind_of_move(make: impl FnOnce(&Dir) -> Kind) {
     let dir = Dir::new();
     let kind = make(&dir);
@@ -153,7 +156,7 @@ fn every_kind_of_move(make: impl FnOnce(&Dir) -> Kind) {
     wait_drained(&dir.state(), T);
     // Anything under 64 KiB is metadata; each case moves 2 MiB or more.
     let small = 64 * 1024;
-    let cases: Vec<(&str, Box<dyn FnOnce(&Dir)>)> = vec![
+    let cases: Vec<(&str, Change)> = vec![
         (
             "a file renamed in its directory",
             Box::new(|d: &Dir| fs::rename(d.s("a/f1"), d.s("a/f1-renamed")).unwrap()),
