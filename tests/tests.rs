@@ -6,6 +6,7 @@
 mod support;
 mod util;
 
+mod compose;
 mod config;
 mod control;
 mod core;
