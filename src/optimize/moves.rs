@@ -11,7 +11,8 @@
 //! back to a transfer). Then:
 //!
 //! - a move right after the one that brought its `from` into place is one
-//!   move (`a→b`, `b→c` is `a→c`; `a→b`, `b→a` is none);
+//!   move (`a→b`, `b→c` is `a→c`; `a→b`, `b→a` is none), unless `a` and
+//!   `c` nest (`a→b`, `b→a/x` needs both renames);
 //! - a move of a directory created in the same stream is not a move: the
 //!   `Tree` it carries to `to` creates it there;
 //! - a delete of the path the last move brought something to undoes that
@@ -109,9 +110,15 @@ impl State {
             self.add(rebase(&p, &m.from, &m.to), k);
         }
         self.add(m.from.clone(), Kind::Gone);
+        // A move that carries only a "gone" to `to` carries nothing the
+        // stream knows to exist: the entry there decides at run time.
+        let to_gone = self.entries.get(&Key(m.to.clone())) == Some(&Kind::Gone);
         if let Some(last) = self.moves.last_mut() {
-            if last.to == m.from {
-                if last.from == m.to {
+            // `a→b`, `b→c` is `a→c`, unless `a` and `c` nest: the first
+            // move emptied the way for the second, and one rename cannot.
+            let nested = at_or_below(&m.to, &last.from) || at_or_below(&last.from, &m.to);
+            if last.to == m.from && (last.from == m.to || !nested) {
+                if last.from == m.to || to_gone {
                     self.moves.pop();
                 } else {
                     last.to = m.to;
@@ -119,7 +126,7 @@ impl State {
                 return;
             }
         }
-        if !was_new {
+        if !was_new && !to_gone {
             self.moves.push(m);
         }
     }
@@ -251,6 +258,12 @@ mod tests {
         let (moves, entries) = compose(ops, 10);
         assert_eq!(moves, vec![m("big", "big2")]);
         assert_eq!(entries, vec![Entry::full()]);
+    }
+
+    #[test]
+    fn a_chain_back_into_the_old_place_stays_two_moves() {
+        let (moves, _) = run(vec![mv("a", "b"), e(Tree, "a"), mv("b", "a/x")]);
+        assert_eq!(moves, vec![m("a", "b"), m("b", "a/x")]);
     }
 
     #[test]
