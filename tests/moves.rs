@@ -13,6 +13,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::rsyncd::Rsyncd;
 use crate::support::sshd::Sshd;
 use crate::util::*;
 
@@ -60,6 +61,7 @@ fn random_file(p: &Path, len: usize, seed: u64) {
 enum Kind {
     Local,
     Ssh(Sshd),
+    Daemon(Rsyncd),
 }
 
 impl Kind {
@@ -67,6 +69,7 @@ impl Kind {
         match self {
             Kind::Local => dir.dst().display().to_string(),
             Kind::Ssh(s) => format!("{}@127.0.0.1:{}", s.user, dir.dst().display()),
+            Kind::Daemon(d) => format!("rsync://127.0.0.1:{}/mod/", d.port),
         }
     }
 
@@ -74,6 +77,7 @@ impl Kind {
         match self {
             Kind::Local => vec![],
             Kind::Ssh(s) => vec!["-e".into(), format!("{} -p {}", s.rsh(), s.port)],
+            Kind::Daemon(_) => vec![],
         }
     }
 }
@@ -290,4 +294,34 @@ fn a_kill_in_the_middle_of_a_batch_of_moves_ends_in_an_exact_mirror() {
         wait_drained(&dir.state(), T);
         assert!(d.stop().success());
     }
+}
+
+/// An rsync daemon cannot rename: a file renamed within its directory is
+/// sent first with `--fuzzy`, as a delta of its old self; one moved to
+/// another directory is sent whole. The mirror is exact either way.
+#[test]
+fn file_renames_to_a_daemon_are_sent_as_deltas_of_the_old_file() {
+    let dir = Dir::new();
+    big(&dir, "a/f", 1);
+    big(&dir, "a/g", 2);
+    let kind = Kind::Daemon(Rsyncd::start(&dir.root.join("rsyncd"), &dir.dst()));
+    let d = start(&dir, &kind, &[]);
+    d.wait_log("watching", T);
+    dir.wait_mirror(T);
+    wait_drained(&dir.state(), T);
+    let sent = step(&d, &dir, "a file renamed in its directory", |d| {
+        fs::rename(d.s("a/f"), d.s("a/f-renamed")).unwrap()
+    });
+    assert!(sent < (MIB / 4) as u64, "a delta of the old file: {sent}");
+    let sent = step(&d, &dir, "a file moved to another directory", |d| {
+        fs::create_dir(d.s("b")).unwrap();
+        fs::rename(d.s("a/g"), d.s("b/g")).unwrap();
+    });
+    assert!(sent >= 2 * MIB as u64, "sent whole: {sent}");
+    assert!(
+        d.log().contains("an rsync daemon cannot rename"),
+        "{}",
+        d.log()
+    );
+    assert!(d.stop().success());
 }

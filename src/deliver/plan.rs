@@ -29,6 +29,9 @@ pub struct Plan {
     pub moves: Vec<Move>,
     pub entries: Vec<Entry>,
     pub quick: Vec<Entry>,
+    /// New names of renamed files to send first with `--fuzzy` (see
+    /// [`Plan::fuzzy_first`]).
+    pub fuzzy: Vec<Entry>,
 }
 
 /// Entries by kind, for the log line of a run.
@@ -86,6 +89,7 @@ pub fn plan(
         moves: kept,
         entries,
         quick: Vec::new(),
+        fuzzy: Vec::new(),
     })
 }
 
@@ -109,6 +113,30 @@ impl Plan {
         Ok(())
     }
 
+    /// For a destination that cannot rename: the moves of a file within its
+    /// directory that fell back to transfers are sent first with
+    /// `--fuzzy`, while the old name is still there to serve as the basis
+    /// (`--fuzzy` looks only in the new file's directory, and only for a
+    /// file that is not deleted in the same run).
+    pub fn fuzzy_first(&mut self, fell_back: &[Vec<u8>], mut stat: impl FnMut(&[u8]) -> Node) {
+        let same_dir: std::collections::HashSet<&[u8]> = self
+            .moves
+            .iter()
+            .filter(|m| {
+                crate::deliver::replay::parent(&m.from) == crate::deliver::replay::parent(&m.to)
+            })
+            .map(|m| m.to.as_slice())
+            .collect();
+        self.fuzzy = fell_back
+            .iter()
+            .filter(|to| same_dir.contains(to.as_slice()) && stat(to) == Node::Other)
+            .map(|to| Entry::new(Kind::File, to.clone()))
+            .collect();
+        self.fuzzy
+            .sort_by(|a, b| crate::changeset::path_cmp(&a.path, &b.path));
+        self.fuzzy.dedup();
+    }
+
     /// The runs to start, in order, each with its entries; a run with no
     /// entries is left out. Files first, then trees, then directories, so
     /// a directory's own attributes are set after its content changed.
@@ -121,6 +149,7 @@ impl Plan {
             (Run::Trees, Vec::new()),
             (Run::Dirs, Vec::new()),
         ];
+        let fuzzy = (Run::Fuzzy, self.fuzzy.iter().collect::<Vec<_>>());
         for e in &self.entries {
             match e.kind {
                 Kind::File | Kind::Gone => runs[0].1.push(e),
@@ -137,7 +166,8 @@ impl Plan {
                 .sort_by(|a, b| crate::changeset::path_cmp(&a.path, &b.path));
             runs[1].1.dedup_by(|a, b| a.path == b.path);
         }
-        runs.into_iter()
+        std::iter::once(fuzzy)
+            .chain(runs)
             .filter(|(_, list)| !list.is_empty())
             .collect()
     }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use crate::changeset::{Entry, Op};
-use crate::config::location::Source;
+use crate::config::location::{Place, Source};
 use crate::config::{DestConfig, WorkerSettings};
 use crate::deliver::classify::{lstat, RootGone};
 use crate::deliver::plan::plan;
@@ -185,6 +185,9 @@ impl Worker {
                     None => String::new(),
                 }
             );
+        }
+        if matches!(self.cfg.dest.place, Place::Daemon { .. }) {
+            plan.fuzzy_first(&replayed.fell_back, |p| lstat(&self.source, p));
         }
         let fell_back = plan.fall_back(
             replayed.fell_back,

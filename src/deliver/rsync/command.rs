@@ -32,6 +32,11 @@ pub enum Run {
     /// Directories whose own attributes changed, and directory listings
     /// (`./dir/`: its direct children, deleting those gone): not recursive.
     Dirs,
+    /// Before the others, for a destination that cannot rename (an rsync
+    /// daemon): the new names of files renamed within their directory,
+    /// with `--fuzzy`, so each is sent as a delta of its old self, which
+    /// is still there (the files run deletes it after).
+    Fuzzy,
 }
 
 /// The argv (without the program) of a run: the strategy's flags, the
@@ -58,6 +63,7 @@ pub fn argv(
         }
         // Deletes only inside the directories listed with a trailing `/`.
         Run::Dirs => a.push("--delete".into()),
+        Run::Fuzzy => a.push("--fuzzy".into()),
     }
     for f in [
         "-R",
