@@ -38,6 +38,11 @@ pub struct Aggregator {
     /// Files being written, with when they were first seen open (or last
     /// shipped while open).
     open: HashMap<Vec<u8>, Instant>,
+    /// Files written by someone syncd did not see open them (a writer from
+    /// before the watch, or `truncate(2)` by path, which opens nothing),
+    /// with when: held only if [`Aggregator::confirm_open`] finds them
+    /// open for writing.
+    unsure: HashMap<Vec<u8>, Instant>,
     /// Entries held back from the changeset being committed.
     held: Vec<Entry>,
 }
@@ -56,6 +61,7 @@ impl Aggregator {
             compacted: 0,
             opened: None,
             open: HashMap::new(),
+            unsure: HashMap::new(),
             held: Vec::new(),
         }
     }
@@ -91,9 +97,38 @@ impl Aggregator {
         self.open.entry(path.to_vec()).or_insert(now);
     }
 
+    /// Notes that `path` was written by a writer syncd did not see open
+    /// it: it is held only if [`Aggregator::confirm_open`] says it is open.
+    pub fn modified(&mut self, path: &[u8], now: Instant) {
+        if !self.open.contains_key(path) {
+            self.unsure.entry(path.to_vec()).or_insert(now);
+        }
+    }
+
+    /// Asks `open_for_writing` which of the files written without a seen
+    /// open are open for writing now: those are held like files seen
+    /// opened; the others (a `truncate(2)` by path, a writer that is done)
+    /// are not held at all. Called before [`Aggregator::changeset`].
+    pub fn confirm_open(
+        &mut self,
+        open_for_writing: impl FnOnce(&[Vec<u8>]) -> std::collections::HashSet<Vec<u8>>,
+    ) {
+        if self.unsure.is_empty() {
+            return;
+        }
+        let paths: Vec<Vec<u8>> = self.unsure.keys().cloned().collect();
+        let writing = open_for_writing(&paths);
+        for (p, since) in self.unsure.drain() {
+            if writing.contains(&p) {
+                self.open.entry(p).or_insert(since);
+            }
+        }
+    }
+
     /// Notes that `path` is no longer being written (closed after writing,
     /// renamed or removed).
     pub fn closed(&mut self, path: &[u8]) {
+        self.unsure.remove(path);
         if self.open.remove(path).is_none() && !path.is_empty() && !self.open.is_empty() {
             // A directory renamed or removed takes the files open below it
             // along; their closes come under the new path, if at all.
@@ -359,6 +394,25 @@ mod tests {
                 .is_empty(),
             "held again"
         );
+    }
+
+    #[test]
+    fn a_file_written_unseen_is_held_only_if_it_is_open_now() {
+        let t0 = Instant::now();
+        let mut a = agg(1, 1000);
+        a.add(f("truncated"), t0);
+        a.modified(b"truncated", t0);
+        a.add(f("log"), t0);
+        a.modified(b"log", t0);
+        a.confirm_open(|paths| {
+            assert_eq!(paths.len(), 2);
+            [b"log".to_vec()].into_iter().collect()
+        });
+        let cs = a.changeset(1, t0 + Duration::from_secs(1));
+        assert_eq!(cs.entries, vec![f("truncated")], "the log is held");
+        a.clear(t0 + Duration::from_secs(1));
+        a.closed(b"log");
+        assert_eq!(a.changeset(2, t0).entries, vec![f("log")]);
     }
 
     #[test]

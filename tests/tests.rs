@@ -13,6 +13,7 @@ mod core;
 mod crash;
 mod filter;
 mod guard;
+mod hardening;
 mod model;
 mod moves;
 mod random_ops;

@@ -66,8 +66,9 @@ pub fn run(cfg: RunConfig, out: &mut dyn Write) -> Result<()> {
         }
         let now = Instant::now();
         intake.tick(now);
-        let window = &mut intake.window;
-        if window.due(now) {
+        if intake.window.due(now) {
+            intake.settle(&fs_rx)?;
+            let window = &mut intake.window;
             let cs = window.changeset(crate::store::now_ms(), now);
             window.clear(now);
             if !cs.is_empty() {

@@ -84,6 +84,7 @@ impl Intake {
                 }
                 Change::Rescan => self.overflowed(live)?,
                 Change::Writing(p) => self.window.writing(&p, now),
+                Change::Modified(p) => self.window.modified(&p, now),
                 Change::Closed(p) if self.watch.awaits_pairs() => {
                     self.window.closed(&p);
                     self.window.touch(now);
@@ -157,6 +158,9 @@ impl Intake {
         while let Ok(ev) = rx.try_recv() {
             self.absorb(ev, true)?;
         }
+        let root = self.root.clone();
+        self.window
+            .confirm_open(|paths| crate::watch::writers::open_for_writing(&root, paths));
         let t = Instant::now();
         let trees = self.window.new_trees();
         for c in self.watch.unpaired() {

@@ -34,8 +34,13 @@ pub enum Change {
     Error(String),
     /// A directory could not be watched because an inotify limit was hit.
     Limit(String),
-    /// A writer has this file open (created or written, not yet closed).
+    /// A writer has this file open: it created it (`O_CREAT`), and has not
+    /// closed it yet.
     Writing(Vec<u8>),
+    /// This file was written by a writer syncd did not see open it (one
+    /// from before the watch, or `truncate(2)` by path): it may or may not
+    /// still be open.
+    Modified(Vec<u8>),
     /// This file is no longer being written (closed after writing, renamed
     /// or removed).
     Closed(Vec<u8>),
@@ -129,7 +134,7 @@ pub fn interpret(root: &Path, ev: RawEvent) -> Vec<Change> {
             EventKind::Create(CreateKind::File) if being_written(p) => {
                 out.push(Change::Writing(r.clone()))
             }
-            EventKind::Modify(ModifyKind::Data(_)) => out.push(Change::Writing(r.clone())),
+            EventKind::Modify(ModifyKind::Data(_)) => out.push(Change::Modified(r.clone())),
             EventKind::Access(AccessKind::Close(AccessMode::Write))
             | EventKind::Remove(_)
             | EventKind::Modify(ModifyKind::Name(_)) => out.push(Change::Closed(r.clone())),
@@ -279,7 +284,7 @@ mod tests {
         assert_eq!(
             interpret(r, ev(write, &["/nonexistent-root/x/\u{1}"])),
             vec![
-                Change::Writing(b"x/\x01".to_vec()),
+                Change::Modified(b"x/\x01".to_vec()),
                 entry(Kind::File, "x/\u{1}")
             ]
         );

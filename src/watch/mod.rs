@@ -16,6 +16,7 @@
 
 pub mod events;
 pub mod scan;
+pub mod writers;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
