@@ -217,3 +217,34 @@ fn the_shipped_example_config_parses() {
     assert_eq!(c.dests().len(), 2);
     assert!(c.source().is_some());
 }
+
+/// An rsync option with which rsync exits 0 without delivering (issue 16,
+/// item 3) is refused before anything starts, in a bundle of short flags
+/// too, from the command line and from the config file.
+#[test]
+fn an_rsync_arg_that_would_skip_changes_is_refused_at_start() {
+    let dir = Dir::new();
+    dir.write("f", "1");
+    let mut args = dir.run_args("0.2");
+    let pos = args.len() - 2;
+    args.insert(pos, "--rsync-arg=-vn".into());
+    let out = output_within(Command::new(bin()).args(&args), T);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("\"-vn\""), "{err}");
+    assert!(err.contains("-n (--dry-run)"), "{err}");
+    assert!(err.contains("exit 0 without delivering"), "{err}");
+    assert!(!dir.state().exists(), "nothing started");
+    assert_eq!(fs::read_dir(dir.dst()).unwrap().count(), 0);
+
+    let cfg = write_config(
+        &dir,
+        &base_config(&dir, "rsync-arg = [\"--numeric-ids\", \"--existing\"]\n"),
+    );
+    let out = output_within(Command::new(bin()).arg("--config").arg(&cfg).arg("run"), T);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("syncd.toml"), "{err}");
+    assert!(err.contains("--existing"), "{err}");
+    assert!(err.contains("new on the source"), "{err}");
+}

@@ -325,7 +325,11 @@ pub struct RsyncArgs {
     /// rsync's --bwlimit, e.g. 500K or 10M.
     #[arg(long, value_name = "RATE")]
     pub bwlimit: Option<OsString>,
-    /// One more rsync argument (repeatable), e.g. --rsync-arg=--numeric-ids.
+    /// One more rsync argument (repeatable), e.g. --rsync-arg=--numeric-ids,
+    /// with its value in the same argument (--chmod=u+w, -T/tmp). Options
+    /// with which rsync can exit 0 without delivering (-n, --existing,
+    /// -u, --max-size, ...; bundles such as -vn too) are refused, and so
+    /// are those that break the file list or have their own setting.
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub rsync_arg: Vec<OsString>,
     /// Where an interrupted transfer waits to resume, in each file's
