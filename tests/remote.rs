@@ -470,3 +470,35 @@ fn a_rejected_host_key_is_a_loud_dead_letter_not_a_silent_drop() {
         "nothing reached an unverified host"
     );
 }
+
+/// `RSYNC_RSH` sets the default remote shell, as it does for rsync (issue
+/// 16, item 8): here it alone carries the key, the known hosts and the
+/// port of the test's sshd, and syncd replicates through it.
+#[test]
+fn rsync_rsh_alone_reaches_an_ssh_destination() {
+    let dir = Dir::new();
+    let sshd = Sshd::start(&dir.root.join("sshd"));
+    dir.write("a", "1");
+    dir.write("sub/b", "2");
+    let dest = format!("127.0.0.1:{}", dir.dst().display());
+    let args = run_args(&dir, &src_root(&dir), &["-v".into()], &[dest]);
+    let log = dir.root.join("syncd-rsync-rsh.log");
+    let f = fs::File::create(&log).unwrap();
+    let child = std::process::Command::new(bin())
+        .args(&args)
+        .env("RSYNC_RSH", format!("{} -p {}", sshd.rsh(), sshd.port))
+        .stdin(std::process::Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    let d = Daemon {
+        child: Some(child),
+        log,
+    };
+    dir.wait_mirror(T);
+    dir.write("sub/c", "3");
+    fs::remove_file(dir.s("a")).unwrap();
+    dir.wait_mirror(T);
+    assert!(d.stop().success());
+}

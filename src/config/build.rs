@@ -28,8 +28,19 @@ impl RunConfig {
     /// Checks and resolves `syncd run`'s arguments over the config file's
     /// settings: every option given on the command line wins; lists
     /// (excludes, rsync arguments) add up; DESTs given on the command line
-    /// replace the file's `[[dest]]` tables.
+    /// replace the file's `[[dest]]` tables. `RSYNC_RSH` in the environment
+    /// is the default remote shell, as it is rsync's.
     pub fn from_args(a: &RunArgs, file: Option<&ConfigFile>) -> Result<RunConfig> {
+        let rsync_rsh = std::env::var_os(RSYNC_RSH);
+        RunConfig::from_args_env(a, file, rsync_rsh.as_deref())
+    }
+
+    /// [`RunConfig::from_args`] with the value of `RSYNC_RSH` given.
+    pub fn from_args_env(
+        a: &RunArgs,
+        file: Option<&ConfigFile>,
+        rsync_rsh: Option<&OsStr>,
+    ) -> Result<RunConfig> {
         let cwd = std::env::current_dir().map_err(|e| Error::io("cannot read", ".", e))?;
         let pick = |cli: Option<f64>, f: fn(&ConfigFile) -> Option<f64>| {
             cli.or_else(|| file.and_then(f)).unwrap_or(60.0)
@@ -130,6 +141,7 @@ impl RunConfig {
             filter.rsync_args(),
             &dests,
             &state_dir,
+            rsync_rsh,
         )?;
         let workers = WorkerSettings {
             filter: filter.clone(),
@@ -197,8 +209,12 @@ fn check_names(dests: &[Destination], file_dests: &[FileDest]) -> Result<()> {
     Ok(())
 }
 
+/// The environment variable rsync reads its default remote shell from.
+pub const RSYNC_RSH: &str = "RSYNC_RSH";
+
 /// Each destination's options, each layer overriding the one before: the
-/// defaults, the file's `[rsync]`, the file's `[[dest]]`, the global flags,
+/// defaults, `RSYNC_RSH` (rsync's own default for the remote shell; empty
+/// counts as unset), the file's `[rsync]`, the file's `[[dest]]`, the global flags,
 /// then `--dest-opt`; plus where ssh control sockets go (created by the
 /// worker, so a dry run touches nothing).
 fn dest_options(
@@ -208,11 +224,16 @@ fn dest_options(
     excludes: Vec<OsString>,
     dests: &[Destination],
     state_dir: &Path,
+    rsync_rsh: Option<&OsStr>,
 ) -> Result<Vec<DestOptions>> {
     let mut base = DestOptions {
         extra: excludes,
         ..DestOptions::default()
     };
+    if let Some(rsh) = rsync_rsh.filter(|v| !v.is_empty()) {
+        base.set("rsh", rsh)
+            .map_err(|e| Error::Usage(format!("the environment's {RSYNC_RSH}: {e}")))?;
+    }
     if let Some(f) = file {
         for s in f.rsync() {
             base.set(&s.key, &s.value)
@@ -397,6 +418,17 @@ mod tests {
     use clap::Parser;
 
     fn config(args: &[&str]) -> Result<RunConfig> {
+        config_with(args, None, None)
+    }
+
+    /// [`config`] with `RSYNC_RSH` set to `rsync_rsh` and a config file
+    /// holding `file` (its SOURCE and DESTs are replaced by the command
+    /// line's).
+    fn config_with(
+        args: &[&str],
+        rsync_rsh: Option<&str>,
+        file: Option<&str>,
+    ) -> Result<RunConfig> {
         let t = tempfile::tempdir().unwrap();
         let src = t.path().join("src");
         std::fs::create_dir(&src).unwrap();
@@ -408,10 +440,45 @@ mod tests {
         v.extend(["u@web1:/x", "h::mod/p", "/tmp/local-dst"].map(OsString::from));
         let cli =
             crate::config::cli::Cli::try_parse_from(v).map_err(|e| Error::Usage(e.to_string()))?;
+        let file = file
+            .map(|text| ConfigFile::parse(&t.path().join("syncd.toml"), text))
+            .transpose()?;
         match cli.command {
-            crate::config::cli::Command::Run(a) => RunConfig::from_args(&a, None),
+            crate::config::cli::Command::Run(a) => {
+                RunConfig::from_args_env(&a, file.as_ref(), rsync_rsh.map(OsStr::new))
+            }
             _ => unreachable!("parsed a run command"),
         }
+    }
+
+    /// `RSYNC_RSH` is the remote shell's default, below the config file's
+    /// `rsh`, `--rsh`/`-e` and `--dest-opt NAME:rsh=` (issue 16, item 8).
+    #[test]
+    fn rsync_rsh_is_the_default_remote_shell_and_everything_else_wins() {
+        let rsh = |c: &RunConfig, i: usize| -> Vec<String> {
+            c.dests[i]
+                .rsync
+                .rsh
+                .iter()
+                .map(|w| w.to_string_lossy().into_owned())
+                .collect()
+        };
+        let env = Some("ssh -p 2200 -i '/k ey'");
+        let c = config_with(&[], env, None).unwrap();
+        assert_eq!(rsh(&c, 0), ["ssh", "-p", "2200", "-i", "/k ey"]);
+        assert_eq!(rsh(&config_with(&[], None, None).unwrap(), 0), ["ssh"]);
+        assert_eq!(rsh(&config_with(&[], Some(""), None).unwrap(), 0), ["ssh"]);
+        let file = "[rsync]\nrsh = \"ssh -i /from-file\"\n";
+        let c = config_with(&[], env, Some(file)).unwrap();
+        assert_eq!(rsh(&c, 0), ["ssh", "-i", "/from-file"]);
+        let c = config_with(&["-e", "ssh -i /from-flag"], env, Some(file)).unwrap();
+        assert_eq!(rsh(&c, 0), ["ssh", "-i", "/from-flag"]);
+        let c = config_with(&["--dest-opt", "web1:rsh=ssh -i /one"], env, None).unwrap();
+        assert_eq!(rsh(&c, 0), ["ssh", "-i", "/one"]);
+        let e = config_with(&[], Some("ssh 'open"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("RSYNC_RSH"), "{e}");
     }
 
     #[test]

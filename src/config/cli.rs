@@ -314,9 +314,10 @@ pub struct RsyncArgs {
     #[arg(long, value_name = "SECS")]
     pub watchdog: Option<OsString>,
     /// The remote shell for host:path destinations, split into words as
-    /// rsync splits -e [default: ssh]. syncd appends BatchMode,
-    /// ConnectTimeout, ServerAlive and ControlMaster options when it is
-    /// ssh; options given here win.
+    /// rsync splits -e [default: $RSYNC_RSH when set, else ssh; the config
+    /// file's rsh and --dest-opt NAME:rsh= win over RSYNC_RSH too]. syncd
+    /// appends BatchMode, ConnectTimeout, ServerAlive and ControlMaster
+    /// options when it is ssh; options given here win.
     #[arg(short = 'e', long, value_name = "CMD")]
     pub rsh: Option<OsString>,
     /// The ssh port (host:path) or daemon port (host::module).

@@ -33,7 +33,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "rsh",
-        "the remote shell for host:path destinations (default ssh)",
+        "the remote shell for host:path destinations (default $RSYNC_RSH, else ssh)",
     ),
     ("port", "ssh port (host:path) or daemon port (host::module)"),
     ("bwlimit", "rsync --bwlimit, e.g. 500K or 10M"),
