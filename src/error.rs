@@ -96,6 +96,20 @@ pub enum Error {
     )]
     Locked { path: PathBuf, pid: String },
 
+    /// Queue commands (`syncd status`, `queue inspect`) kept the state
+    /// directory's lock for longer than a starting daemon waits.
+    #[error(
+        "queue commands (syncd status, syncd queue inspect) kept the lock on {} for {:.1}s \
+         without a pause, so syncd could not start; slow down whatever runs them in a loop, \
+         then start syncd again",
+        path.display(),
+        waited.as_secs_f64()
+    )]
+    LockBusy {
+        path: PathBuf,
+        waited: std::time::Duration,
+    },
+
     /// An operation on the queue store failed; `what` says which
     /// ("cannot open", "cannot acknowledge changesets in", ...), and
     /// `hint` what the operator can do when the store is damaged.
@@ -160,7 +174,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => 2,
-            Error::Locked { .. } => 3,
+            Error::Locked { .. } | Error::LockBusy { .. } => 3,
             Error::Store { .. } => 4,
             Error::Unhealthy(_) => 5,
             Error::NotRunning(_) => 6,

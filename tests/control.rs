@@ -614,3 +614,93 @@ fn output_in_a_pipe_closed_early_is_not_an_error() {
     }
     drop(guard);
 }
+
+/// Runs `syncd ARGS --state-dir STATE` over and over until `stop`, and
+/// returns each run's exit code and stderr.
+fn in_a_loop(
+    state: &Path,
+    args: &'static [&'static str],
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(Option<i32>, String)>> {
+    let state = state.to_path_buf();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let out = cmd(&state, args);
+            seen.push((out.status.code(), text(&out.stderr)));
+        }
+        seen
+    })
+}
+
+/// A monitoring check that runs `syncd status` every few seconds must
+/// never make `systemctl start syncd` fail (issue 16, item 2). An offline
+/// command holds the lock shared for a moment, and a starting daemon waits
+/// for it; two offline commands share it and take turns on sled's lock.
+#[test]
+fn offline_queue_commands_never_make_a_starting_daemon_fail() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = Dir::new();
+    dir.write("a", "1");
+    let state = dir.state();
+    let d = started(&dir, &[]);
+    assert!(d.stop().success());
+
+    // The lock held shared for a second, as an offline command holds it.
+    let lock = fs::File::open(state.join("lock")).unwrap();
+    // SAFETY: flock on a file descriptor this test owns.
+    let r = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&lock),
+            libc::LOCK_SH | libc::LOCK_NB,
+        )
+    };
+    assert_eq!(r, 0);
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        drop(lock);
+    });
+    let d = dir.start("0.3", &["--no-initial-sync"]);
+    d.wait_log("watching", T);
+    release.join().unwrap();
+    assert!(d.log().contains("waited"), "{}", d.log());
+    assert!(d.stop().success());
+
+    // Two offline readers at once, no daemon: both always get through.
+    let stop = Arc::new(AtomicBool::new(false));
+    let a = in_a_loop(&state, &["queue", "inspect", "--json"], stop.clone());
+    let b = in_a_loop(&state, &["queue", "inspect", "--json"], stop.clone());
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    for (code, err) in a.join().unwrap().into_iter().chain(b.join().unwrap()) {
+        assert_eq!(code, Some(0), "two offline readers collided: {err}");
+    }
+
+    // `status` and `inspect` in tight loops while the daemon starts and
+    // stops three times: every start comes up.
+    let stop = Arc::new(AtomicBool::new(false));
+    let a = in_a_loop(&state, &["status"], stop.clone());
+    let b = in_a_loop(&state, &["queue", "inspect"], stop.clone());
+    for _ in 0..3 {
+        let d = dir.start("0.3", &["--no-initial-sync"]);
+        d.wait_log("watching", T);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(d.stop().success());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<_> = a
+        .join()
+        .unwrap()
+        .into_iter()
+        .chain(b.join().unwrap())
+        .collect();
+    assert!(seen.len() > 10, "the loops ran: {}", seen.len());
+    for (code, err) in seen {
+        // 0 live or offline, 6 status offline, 1 while a daemon starts or
+        // stops (it holds the lock but does not answer yet): never a
+        // store that another process has open.
+        assert!(matches!(code, Some(0 | 1 | 6)), "{code:?}: {err}");
+        assert!(!err.contains("has it open"), "{err}");
+    }
+}

@@ -49,7 +49,9 @@ pub fn run(cfg: RunConfig) -> Result<()> {
     std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
         .create(&cfg.state_dir)
         .map_err(|e| Error::io("cannot create the state directory", &cfg.state_dir, e))?;
-    let lock = crate::store::lock::acquire(&cfg.state_dir)?;
+    // A queue command reading the store offline holds the lock shared for
+    // a moment: wait for it rather than fail a start (or a restart in place).
+    let lock = crate::store::lock::acquire(&cfg.state_dir, crate::store::lock::DAEMON_WAIT)?;
     // Handlers first: a SIGTERM during a long start-up (a big store takes
     // seconds to open) then ends the daemon cleanly once it is up.
     let sig_rx = signals()?;

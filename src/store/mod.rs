@@ -87,6 +87,17 @@ pub fn move_aside(state_dir: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(to))
 }
 
+/// How long [`Store::open`] waits for another process to close the store.
+pub const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether sled failed to open because another process has the database
+/// open: sled 0.34 reports its failed `flock` as an error of kind `Other`
+/// whose text starts "could not acquire lock" (config.rs, `try_lock`).
+fn is_busy(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock
+        || e.to_string().starts_with("could not acquire lock")
+}
+
 /// The path of the database inside a state directory.
 pub fn db_path(state_dir: &Path) -> PathBuf {
     state_dir.join("db")
@@ -96,8 +107,26 @@ impl Store {
     /// Opens (or creates) the store in `state_dir` and checks or migrates
     /// its schema. sled 0.34 can panic on some corrupt files instead of
     /// returning an error; that panic is caught and reported like any other
-    /// corruption, with the recovery the operator can run.
+    /// corruption, with the recovery the operator can run. sled locks the
+    /// database exclusively, so two offline queue commands (which share the
+    /// state directory's lock) collide here: while another process has it
+    /// open, this tries again for up to [`BUSY_WAIT`].
     pub fn open(state_dir: &Path) -> Result<Store> {
+        let start = std::time::Instant::now();
+        loop {
+            match Store::open_once(state_dir) {
+                Err(Error::Store {
+                    source: StoreError::Busy,
+                    ..
+                }) if start.elapsed() < BUSY_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(state_dir: &Path) -> Result<Store> {
         let path = db_path(state_dir);
         let existed = path.join("conf").exists() || path.join("db").exists();
         let p = path.clone();
@@ -122,9 +151,7 @@ impl Store {
         };
         let db = match opened {
             Ok(Ok(db)) => db,
-            Ok(Err(sled::Error::Io(e))) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                return Err(fail(StoreError::Busy));
-            }
+            Ok(Err(sled::Error::Io(e))) if is_busy(&e) => return Err(fail(StoreError::Busy)),
             Ok(Err(e)) => return Err(fail(e.into())),
             Err(panic) => {
                 let why = panic_text(&panic);
@@ -312,6 +339,27 @@ mod tests {
         s.mark_running().unwrap();
         drop(s);
         assert!(!Store::open(dir.path()).unwrap().was_clean().unwrap());
+    }
+
+    /// Two processes cannot have the store open at once (sled's lock);
+    /// the second waits for the first instead of failing at once.
+    #[test]
+    fn a_busy_store_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap();
+        assert!(matches!(
+            Store::open_once(dir.path()),
+            Err(Error::Store {
+                source: StoreError::Busy,
+                ..
+            })
+        ));
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(first);
+        });
+        Store::open(dir.path()).unwrap();
+        t.join().unwrap();
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! one that must answer: it listens on `STATE/control.sock` (a Unix socket,
 //! mode 0600, this user and root only) and answers one JSON line per
 //! request ([`protocol`], versioned). When no daemon runs, a command takes
-//! the state directory's lock itself and opens the store; both paths run
+//! the state directory's lock *shared* (a daemon starting meanwhile waits
+//! for it, and other queue commands may share it: sled's own lock then
+//! makes them take turns) and opens the store; both paths run
 //! the same operations ([`ops`]), so their output is the same. A socket in
 //! a directory another user could write is refused at both ends, since
 //! that user could put their own socket in its place.
@@ -78,8 +80,8 @@ pub fn check_dir(state_dir: &Path) -> Result<()> {
 pub enum Reached {
     /// The daemon answers on its socket.
     Live(client::Client),
-    /// No daemon runs: the store, opened under the state directory's lock
-    /// so that no daemon starts meanwhile.
+    /// No daemon runs: the store, opened under the state directory's lock,
+    /// held shared, so that no daemon starts meanwhile.
     Offline { store: Store, _lock: Lock },
 }
 
@@ -116,7 +118,7 @@ pub fn reach(state_dir: &Path) -> Result<Reached> {
             state_dir.display()
         )));
     }
-    let lock = match lock::acquire(state_dir) {
+    let lock = match lock::acquire_shared(state_dir) {
         Ok(l) => l,
         Err(Error::Locked { pid, .. }) => return Err(not_answering(state_dir, &pid, &sock)),
         Err(e) => return Err(e),
