@@ -317,6 +317,91 @@ fn a_store_that_met_a_full_disk_is_left_and_syncd_restarts_in_place() {
     assert_eq!(inspect(&state)["destinations"][0]["pending"], 0);
 }
 
+/// The state disk fills up after rsync delivered, so the ack fails (issue
+/// 16, item 10): the ack is retried with the exponential backoff of any
+/// failure, rsync is not run again for what it delivered (it used to re-run
+/// the batch, perhaps a full sync, every 5 s), and `status` says why.
+#[test]
+fn an_ack_refused_by_a_full_state_disk_backs_off_without_rerunning_rsync() {
+    let dir = Dir::new();
+    let state = dir.state();
+    let _fs = Tmpfs::mount(&state, "32m");
+    let count = dir.root.join("runs");
+    let trigger = dir.root.join("fill-after-this-run");
+    let filler = state.join("filler");
+    // rsync as usual; then, once, the state disk filled before syncd acks.
+    let wrapper = dir.root.join("rsync-then-fill");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\
+             echo \"$(date +%s%3N)\" >> '{count}'\n\
+             rsync \"$@\"; rc=$?\n\
+             if [ -e '{trigger}' ]; then rm -f '{trigger}'; \
+             dd if=/dev/zero of='{filler}' bs=64k count=100000 2>/dev/null; fi\n\
+             exit $rc\n",
+            count = count.display(),
+            trigger = trigger.display(),
+            filler = filler.display(),
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut args = dir.run_args("0.2");
+    let i = args.iter().position(|a| a == "--backoff-max").unwrap();
+    args[i + 1] = "8".into();
+    let pos = args.len() - 2;
+    args.insert(pos, "--rsync".into());
+    args.insert(pos + 1, wrapper.clone().into());
+    let d = Daemon::start(&args, &dir.root.join("syncd-ack.log"));
+    d.wait_log("watching", T);
+    dir.wait_mirror(T);
+    d.wait_log("] synced", T);
+    std::thread::sleep(Duration::from_millis(500));
+
+    fs::write(&trigger, "").unwrap();
+    dir.write("after", "delivered, then the disk filled");
+    d.wait_log("cannot acknowledge", T);
+    dir.wait_mirror(T);
+    let runs = rsync_runs(&count).len();
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(
+        rsync_runs(&count).len(),
+        runs,
+        "rsync ran again for a batch it had delivered; log:\n{}",
+        d.log()
+    );
+    let out = syncd(&[
+        "status".as_ref(),
+        "--json".as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+    ]);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dest = &st["destinations"][0];
+    let err = dest["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("cannot acknowledge"), "{st}");
+    assert!(err.contains("are free on the file system"), "{st}");
+    assert_eq!(dest["state"], "backing_off", "{st}");
+    // 12 s of 1, 2, 4, 8 s waits: a few attempts, counted up.
+    let attempts = dest["attempts"].as_u64().unwrap();
+    assert!((2..=6).contains(&attempts), "{st}");
+    let acks = d.log().matches("retrying the acknowledgement").count();
+    assert!((2..=6).contains(&acks), "{}", d.log());
+
+    fs::remove_file(&filler).unwrap();
+    wait_until("the ack once there is space", T, || {
+        inspect(&state)["destinations"][0]["pending"] == 0
+    });
+    assert_eq!(rsync_runs(&count).len(), runs, "acked, not re-run");
+    dir.wait_mirror(T);
+    assert!(d.stop().success());
+}
+
 #[test]
 fn a_backlog_of_a_thousand_changesets_drains_in_at_most_two_runs() {
     let dir = Dir::new();

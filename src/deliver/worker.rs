@@ -5,7 +5,8 @@
 //! run, bounded by an entry budget), re-optimizes them as one set,
 //! classifies every path against the live source, and runs rsync at most
 //! twice. On success it removes exactly the changesets it ran, in one
-//! batch. On failure nothing is removed: it backs off exponentially with
+//! batch; when the store refuses that ack (a full state disk), it retries
+//! the ack, not the run, with the same backoff as a failure. On failure nothing is removed: it backs off exponentially with
 //! jitter up to a cap and tries again, forever, unless the failure is of a
 //! kind that cannot fix itself, in which case the changesets move to the
 //! dead-letter tree after a few attempts, loudly, so they neither vanish nor
@@ -323,41 +324,14 @@ impl Worker {
         let target =
             std::os::unix::ffi::OsStrExt::as_bytes(self.cfg.dest.target.as_os_str()).to_vec();
         let Some(out) = failure else {
-            // Logged before the ack, so a crash between the two can only make
-            // the log claim less than the store holds, never more.
-            log::debug!(
-                "[{}] acking changesets {}..{} ({} in all)",
-                self.name(),
-                seqs.first().copied().unwrap_or(0),
-                seqs.last().copied().unwrap_or(0),
-                seqs.len()
-            );
-            let paths = pending
-                .iter()
-                .map(|p| p.changeset.as_ref().map_or(1, crate::store::queue::size_of))
-                .sum();
-            match self.store.ack(&self.queue, seqs, paths) {
-                Ok(()) => {
-                    log::debug!("[{}] acked", self.name());
-                    self.settle_checkpoint(&target);
-                }
-                Err(e) => {
-                    log::error!(
-                        "[{}] cannot acknowledge {} changesets: {e}; they will be synced again",
-                        self.name(),
-                        seqs.len()
-                    );
-                    // The store cannot take writes now (a full disk): do not
-                    // spin re-running what was just delivered.
-                    self.sleep(self.settings.backoff_max.min(Duration::from_secs(5)))?;
-                }
-            }
             let st = self.update(|l| {
-                l.attempts = 0;
                 l.counters.runs_success += 1;
                 l.persisted.runs += 1;
                 l.persisted.last_success_ms = Some(now_ms());
             });
+            let _ = self.store.put_status(&target, &st);
+            self.ack(pending, seqs)?;
+            let st = self.update(|l| l.attempts = 0);
             let _ = self.store.put_status(&target, &st);
             return Ok(());
         };
@@ -412,6 +386,68 @@ impl Worker {
             ),
             Ok(None) => {}
             Err(e) => log::warn!("[{}] {e}", self.name()),
+        }
+    }
+
+    /// Acknowledges the changesets `seqs`, which rsync delivered. When the
+    /// store refuses (the state file system is full), the ack itself is
+    /// retried with the same exponential backoff as a failed run, the
+    /// reason in `last_error`, and rsync is not run again: what it
+    /// delivered stays delivered, and acking it later is the same ack.
+    /// `Err` when the worker is told to stop meanwhile; the changesets then
+    /// stay queued and run again after the next start, harmlessly.
+    fn ack(&self, pending: &[crate::store::Pending], seqs: &[u64]) -> Result<(), Stopped> {
+        let target =
+            std::os::unix::ffi::OsStrExt::as_bytes(self.cfg.dest.target.as_os_str()).to_vec();
+        let paths = pending
+            .iter()
+            .map(|p| p.changeset.as_ref().map_or(1, crate::store::queue::size_of))
+            .sum();
+        loop {
+            // Logged before the ack, so a crash between the two can only
+            // make the log claim less than the store holds, never more.
+            log::debug!(
+                "[{}] acking changesets {}..{} ({} in all)",
+                self.name(),
+                seqs.first().copied().unwrap_or(0),
+                seqs.last().copied().unwrap_or(0),
+                seqs.len()
+            );
+            let e = match self.store.ack(&self.queue, seqs, paths) {
+                Ok(()) => {
+                    log::debug!("[{}] acked", self.name());
+                    self.settle_checkpoint(&target);
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            let why = format!(
+                "rsync delivered {} changesets, but acknowledging them failed: {e}",
+                seqs.len()
+            );
+            let attempts = self.live.lock().map(|l| l.attempts + 1).unwrap_or(1);
+            let st = self.update(|l| {
+                l.attempts = attempts;
+                l.persisted.failures += 1;
+                l.persisted.last_error = Some(why.clone());
+                l.persisted.last_error_ms = Some(now_ms());
+            });
+            // Fails too while the disk is full; the live status has it.
+            let _ = self.store.put_status(&target, &st);
+            let delay = backoff(
+                self.settings.backoff_min,
+                self.settings.backoff_max,
+                attempts,
+            );
+            log::error!(
+                "[{}] {why}; not running rsync again for them; retrying the acknowledgement in {:.1}s",
+                self.name(),
+                delay.as_secs_f64()
+            );
+            self.set_state(State::BackingOff {
+                until_ms: now_ms() + delay.as_millis() as u64,
+            });
+            self.sleep(delay)?;
         }
     }
 
