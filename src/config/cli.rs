@@ -281,6 +281,9 @@ pub struct TimingArgs {
     pub delay: Option<f64>,
     /// The longest wait between retries of a failing destination, in
     /// seconds; retries start at 1 s and double up to this [default: 60].
+    /// When a cheap check of the destination (a TCP connect, or access(2)
+    /// on a local directory) explains the failure, it is repeated about
+    /// every second and the retry runs as soon as it passes.
     #[arg(long, value_name = "SECS")]
     pub backoff_max: Option<f64>,
     /// A file still open for writing is held back from the changeset until

@@ -84,7 +84,7 @@ pub fn check(
 
 /// Where SOURCE's content lands in a local destination: the target plus
 /// SOURCE's path below the virtual root.
-fn landing_dir(target: &Path, rel: &[u8]) -> std::path::PathBuf {
+pub fn landing_dir(target: &Path, rel: &[u8]) -> std::path::PathBuf {
     if rel.is_empty() {
         target.to_path_buf()
     } else {

@@ -5,7 +5,8 @@
 //! into a [`plan`] (merged, [`classify`]d against the live source,
 //! filtered, split into rsync's two runs), checks the empty-source
 //! [`guard`] before a full sync, runs [`rsync`], and acks only what rsync
-//! delivered. This folder may read the settings (`config`), the store and
+//! delivered; after a failure it backs off, watching the destination's
+//! cheap [`probe`] to retry as soon as it is back. This folder may read the settings (`config`), the store and
 //! the shared status types (`observe::status`); it never imports the
 //! watcher, the window or the daemon's main loop, and it is the only place
 //! that acks.
@@ -14,6 +15,7 @@ pub mod classify;
 pub mod guard;
 pub mod outbox;
 pub mod plan;
+pub mod probe;
 pub mod replay;
 pub mod rsync;
 pub mod worker;

@@ -7,7 +7,9 @@
 //! twice. On success it removes exactly the changesets it ran, in one
 //! batch; when the store refuses that ack (a full state disk), it retries
 //! the ack, not the run, with the same backoff as a failure. On failure nothing is removed: it backs off exponentially with
-//! jitter up to a cap and tries again, forever, unless the failure is of a
+//! jitter up to a cap (retrying as soon as the destination's cheap probe
+//! passes again, when that probe explained the failure: `probe`) and tries
+//! again, forever, unless the failure is of a
 //! kind that cannot fix itself, in which case the changesets move to the
 //! dead-letter tree after a few attempts, loudly, so they neither vanish nor
 //! block the queue. A destination that is down never slows the others:
@@ -24,6 +26,7 @@ use crate::config::location::{Place, Source};
 use crate::config::{DestConfig, WorkerSettings};
 use crate::deliver::classify::{lstat, RootGone};
 use crate::deliver::plan::plan;
+use crate::deliver::probe::{self, Probe, Step, Verdict, Wait};
 use crate::deliver::replay::Replayer;
 use crate::deliver::rsync::progress::Tracker;
 use crate::deliver::rsync::stall::StallWatch;
@@ -67,6 +70,7 @@ pub fn spawn(
         live: live.clone(),
         rx,
         replayer: Default::default(),
+        probe: std::cell::OnceCell::new(),
     };
     let name = w.cfg.dest.name.clone();
     let thread = std::thread::Builder::new()
@@ -89,6 +93,9 @@ struct Worker {
     live: Arc<Mutex<Live>>,
     rx: Receiver<Cmd>,
     replayer: std::cell::RefCell<Replayer>,
+    /// The destination's cheap check, found the first time a run fails
+    /// (for ssh that runs `ssh -G`); `None` inside when there is none.
+    probe: std::cell::OnceCell<Option<Probe>>,
 }
 
 /// Why the worker loop ends.
@@ -358,8 +365,27 @@ impl Worker {
             self.settings.backoff_max,
             attempts,
         );
+        // Whether the destination's cheap check explains the failure; only
+        // then is it watched, so a failure it does not see keeps the plain
+        // backoff.
+        let probe = match out.class {
+            Class::Retry => self
+                .probe
+                .get_or_init(|| Probe::for_dest(&self.cfg, &self.source)),
+            _ => &None,
+        };
+        let first = probe.as_ref().map(|p| {
+            self.update(|l| l.counters.probes += 1);
+            p.check()
+        });
+        let watching = match (probe, &first) {
+            (Some(p), Some(Verdict::Fail(why))) => {
+                format!(", or as soon as {} (now: {why})", p.describe())
+            }
+            _ => String::new(),
+        };
         log::warn!(
-            "[{}] attempt {attempts} failed: {}; {} changesets stay queued; retrying in {:.1}s",
+            "[{}] attempt {attempts} failed: {}; {} changesets stay queued; retrying in {:.1}s{watching}",
             self.name(),
             out.summary,
             seqs.len(),
@@ -368,7 +394,26 @@ impl Worker {
         self.set_state(State::BackingOff {
             until_ms: now_ms() + delay.as_millis() as u64,
         });
-        self.sleep(delay)
+        let mut wait = Wait::new(Instant::now(), delay, first.as_ref(), probe::jitter());
+        loop {
+            match wait.step(Instant::now()) {
+                Step::Run => return Ok(()),
+                Step::Sleep(until) => {
+                    if self.nap(until.saturating_duration_since(Instant::now()))? {
+                        return Ok(());
+                    }
+                }
+                Step::Probe => {
+                    let Some(p) = probe else { return Ok(()) };
+                    self.update(|l| l.counters.probes += 1);
+                    let v = p.check();
+                    if wait.observed(Instant::now(), &v, probe::jitter()) {
+                        log::info!("[{}] {} again: retrying now", self.name(), p.describe());
+                        return Ok(());
+                    }
+                }
+            }
+        }
     }
 
     /// Completes this destination's pending checkpoint if what was just
@@ -515,15 +560,22 @@ impl Worker {
 
     /// Waits `d`, returning early to stop (`Err`) or to retry now (`Ok`).
     fn sleep(&self, d: Duration) -> Result<(), Stopped> {
+        self.nap(d).map(|_| ())
+    }
+
+    /// [`Worker::sleep`], saying whether it was told to retry now (`true`)
+    /// rather than waited out.
+    fn nap(&self, d: Duration) -> Result<bool, Stopped> {
         let until = Instant::now() + d;
         loop {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Ok(());
+                return Ok(false);
             }
             match self.rx.recv_timeout(left) {
                 Ok(Cmd::Wake) => continue,
-                Ok(Cmd::Retry) | Err(RecvTimeoutError::Timeout) => return Ok(()),
+                Ok(Cmd::Retry) => return Ok(true),
+                Err(RecvTimeoutError::Timeout) => return Ok(false),
                 Ok(Cmd::Stop) | Err(RecvTimeoutError::Disconnected) => return Err(Stopped),
             }
         }

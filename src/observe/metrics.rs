@@ -135,6 +135,12 @@ pub fn render(dests: &[DestMetrics<'_>], started_unix: u64) -> String {
         "Bytes rsync sent (its --stats total).",
         per(&|d| d.counters.bytes_sent as f64),
     );
+    family(
+        "destination_probes_total",
+        "counter",
+        "Cheap checks (a TCP connect, or access(2) on a local directory) of a backing-off destination.",
+        per(&|d| d.counters.probes as f64),
+    );
     let states = dests
         .iter()
         .map(|d| {
@@ -280,6 +286,7 @@ mod tests {
             runs_retry: 2,
             runs_fatal: 0,
             bytes_sent: 99,
+            probes: 3,
         };
         let t = render(
             &[DestMetrics {

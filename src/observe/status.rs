@@ -74,6 +74,9 @@ pub struct Counters {
     pub runs_retry: u64,
     pub runs_fatal: u64,
     pub bytes_sent: u64,
+    /// Cheap checks of the destination while backing off
+    /// (`deliver::probe`).
+    pub probes: u64,
 }
 
 /// The part of a running worker that the main loop and the control socket
