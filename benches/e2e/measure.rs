@@ -61,8 +61,10 @@ pub struct DaemonRun {
     pub drain_s: Option<f64>,
     pub timeout_s: f64,
     pub runs: usize,
-    /// Backlog only: runs while DEST was unwritable.
+    /// Backlog and outages: runs while DEST was unwritable.
     pub outage_runs: usize,
+    /// Outages: how long, and what the daemon spent meanwhile.
+    pub outage: Option<crate::workloads::OutageCost>,
     /// Windows of `delay` the change spans (a perfect aggregator's runs).
     pub windows: usize,
     pub cpu_s: f64,
@@ -165,6 +167,8 @@ pub fn reference(w: &dyn Workload, env: &Env, root: &Path) -> Result<RefRun> {
         delay,
         monitor: None,
         commits: None,
+        cpu: None,
+        probes: None,
     };
     let mut notes = w.change(&cx)?.notes;
     let (catchup_s, catchup_cpu_s) = timed_rsync(env, &d, &mut notes)?;
@@ -243,7 +247,7 @@ pub fn daemon(
         wrapper: &wrapper,
         delay,
         backoff_max: w.backlog().then_some(1.0),
-        verbose: w.backlog() && kind == Kind::Syncd,
+        verbose: (w.backlog() || w.outage()) && kind == Kind::Syncd,
         syncd_prefix: &env.syncd_prefix,
     };
     // SOURCE is read only while no daemon watches it (see `mirror`).
@@ -266,20 +270,25 @@ pub fn daemon(
     daemon.profile_checkpoint(&setup);
 
     let log = daemon.log.clone();
-    let commits = move || {
+    let count_in_log = move |needle: &str| {
         let text = std::fs::read(&log).unwrap_or_default();
-        String::from_utf8_lossy(&text)
-            .matches("committed changeset")
-            .count()
+        String::from_utf8_lossy(&text).matches(needle).count()
     };
-    let cx = Ctx {
-        src: &d.src,
-        dst: &d.dst,
-        delay,
-        monitor: Some(&mon),
-        commits: setup.verbose.then_some(&commits as &dyn Fn() -> usize),
+    let commits = || count_in_log("committed changeset");
+    let probes = || count_in_log("] probe: ");
+    let span = {
+        let cpu = || daemon.cpu().map_or(f64::NAN, |c| c.own + c.children);
+        let cx = Ctx {
+            src: &d.src,
+            dst: &d.dst,
+            delay,
+            monitor: Some(&mon),
+            commits: setup.verbose.then_some(&commits as &dyn Fn() -> usize),
+            cpu: Some(&cpu),
+            probes: setup.verbose.then_some(&probes as &dyn Fn() -> usize),
+        };
+        w.change(&cx)?
     };
-    let span = w.change(&cx)?;
     let timeout_s = env.timeout_s.max(20.0 * catchup_s);
     let deadline = span.reference + timeout_s;
     let settle_s = (2.0 * delay).max(1.0) + 1.5;
@@ -314,7 +323,7 @@ pub fn daemon(
     }
     daemon.stop()?;
     let runs = mon.since(span.count_from);
-    let drain_s = match (w.backlog(), exact_at, runs.first()) {
+    let drain_s = match (w.backlog() || w.outage(), exact_at, runs.first()) {
         (true, Some(t), Some(r)) => Some(t - r.start),
         _ => None,
     };
@@ -326,6 +335,7 @@ pub fn daemon(
         timeout_s,
         runs: runs.len(),
         outage_runs: span.outage_runs,
+        outage: span.outage.clone(),
         windows: ((span.last - span.first) / delay).floor() as usize + 1,
         cpu_s: cpu1.own - cpu0.own,
         children_cpu_s: cpu1.children - cpu0.children,

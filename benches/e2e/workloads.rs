@@ -29,6 +29,11 @@ pub struct Ctx<'a> {
     pub monitor: Option<&'a Monitor>,
     /// How many windows the daemon committed so far, if it says (syncd -v).
     pub commits: Option<&'a dyn Fn() -> usize>,
+    /// The daemon's CPU so far, its own and its waited-for children's.
+    pub cpu: Option<&'a dyn Fn() -> f64>,
+    /// How many probes of a backing-off destination the daemon made so
+    /// far, if it says (syncd -v).
+    pub probes: Option<&'a dyn Fn() -> usize>,
 }
 
 impl Ctx<'_> {
@@ -48,9 +53,20 @@ pub struct Span {
     pub reference: f64,
     /// rsync runs are counted from here.
     pub count_from: f64,
-    /// Backlog only: rsync runs while DEST was unwritable.
+    /// Backlog and outages: rsync runs while DEST was unwritable.
     pub outage_runs: usize,
+    /// Outages: how long DEST was unwritable, and what the daemon spent
+    /// meanwhile (CPU with its rsync children; probes).
+    pub outage: Option<OutageCost>,
     pub notes: Vec<String>,
+}
+
+/// What a daemon spent while DEST was unwritable.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutageCost {
+    pub secs: f64,
+    pub cpu_s: Option<f64>,
+    pub probes: Option<usize>,
 }
 
 impl Span {
@@ -61,6 +77,7 @@ impl Span {
             reference: last + delay,
             count_from: first,
             outage_runs: 0,
+            outage: None,
             notes: Vec::new(),
         }
     }
@@ -77,6 +94,16 @@ pub trait Workload {
     /// Whether this is the backlog (outage) workload.
     fn backlog(&self) -> bool {
         false
+    }
+    /// Whether this is an outage workload: DEST unwritable for a while
+    /// with the daemon's default backoff, timed from its return.
+    fn outage(&self) -> bool {
+        false
+    }
+    /// Whether it runs only when asked for by name (`--workload`): the
+    /// outages take minutes of waiting each.
+    fn on_request(&self) -> bool {
+        self.outage()
     }
     /// Whether the trees are too big for tmpfs (they go to the disk dir).
     fn big(&self) -> bool {
@@ -124,6 +151,16 @@ pub fn all(quick: bool, scale_files: usize) -> Vec<Box<dyn Workload>> {
             spacing_s: 0.04,
         }),
         Box::new(Scale::new(scale_files)),
+        Box::new(TimedOutage {
+            name: "outage-30s",
+            secs: 30.0,
+            every_s: 1.0,
+        }),
+        Box::new(TimedOutage {
+            name: "outage-10m",
+            secs: 600.0,
+            every_s: 1.0,
+        }),
     ]
 }
 
@@ -485,6 +522,20 @@ impl Drop for Outage<'_> {
     }
 }
 
+impl Backlog {
+    /// 1,000 files of 1,000 bytes in 100 directories under `bl/`.
+    fn prepare_tree(t: &mut Twin) -> Result<()> {
+        t.dir("bl")?;
+        for d in 0..100 {
+            t.dir(&format!("bl/d{d:02}"))?;
+            for f in 0..10 {
+                t.file(&format!("bl/d{d:02}/f{f}"), 1000, 0o644)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Workload for Backlog {
     fn name(&self) -> &'static str {
         "backlog"
@@ -504,14 +555,7 @@ impl Workload for Backlog {
         true
     }
     fn prepare(&self, t: &mut Twin) -> Result<()> {
-        t.dir("bl")?;
-        for d in 0..100 {
-            t.dir(&format!("bl/d{d:02}"))?;
-            for f in 0..10 {
-                t.file(&format!("bl/d{d:02}/f{f}"), 1000, 0o644)?;
-            }
-        }
-        Ok(())
+        Backlog::prepare_tree(t)
     }
     fn change(&self, cx: &Ctx) -> Result<Span> {
         let mut rng = Rng::new(7);
@@ -552,6 +596,78 @@ impl Workload for Backlog {
             span.count_from = span.reference;
         }
         span.notes = notes;
+        Ok(span)
+    }
+}
+
+/// DEST unwritable (`chattr -R +i`) for `secs` while a file is rewritten
+/// every `every_s` (one window each), with the daemons' default retry
+/// backoff; timed from DEST's return to the exact mirror, with what the
+/// daemon spent during the outage.
+struct TimedOutage {
+    name: &'static str,
+    secs: f64,
+    every_s: f64,
+}
+
+impl Workload for TimedOutage {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn about(&self) -> String {
+        format!(
+            "DEST immutable (chattr -R +i) for {} s while a file is rewritten every {} s, with the default retry backoff (syncd: up to 60 s); then DEST is made writable again",
+            self.secs, self.every_s
+        )
+    }
+    fn outage(&self) -> bool {
+        true
+    }
+    fn prepare(&self, t: &mut Twin) -> Result<()> {
+        Backlog::prepare_tree(t)
+    }
+    fn change(&self, cx: &Ctx) -> Result<Span> {
+        let mut rng = Rng::new(9);
+        let outage_from = now();
+        let outage = if cx.live() {
+            immutable(cx.dst, true)?;
+            Some(Outage(cx.dst))
+        } else {
+            None
+        };
+        let cpu0 = cx.cpu.map(|c| c());
+        let probes0 = cx.probes.map(|p| p());
+        let first = now();
+        // Changes stop 2 s before the return, so the last window is
+        // committed (and failed) while DEST is still unwritable.
+        let n = ((self.secs - 2.0) / self.every_s).max(1.0) as usize;
+        for i in 0..n {
+            let p = cx
+                .src
+                .join(format!("bl/d{:02}/f{}", (i / 10) % 100, i % 10));
+            let len = rng.range(500, 1500) as usize;
+            rewrite(&p, &rng.bytes(len))?;
+            if cx.live() {
+                sleep_until(first + (i + 1) as f64 * self.every_s);
+            }
+        }
+        let last = now();
+        let mut span = Span::window(first, last, cx.delay);
+        if let Some(outage) = outage {
+            sleep_until(outage_from + self.secs);
+            let cost = OutageCost {
+                secs: now() - outage_from,
+                cpu_s: cx.cpu.map(|c| c()).zip(cpu0).map(|(a, b)| a - b),
+                probes: cx.probes.map(|p| p()).zip(probes0).map(|(a, b)| a - b),
+            };
+            drop(outage);
+            if let Some(mon) = cx.monitor {
+                span.outage_runs = mon.since(outage_from).len();
+            }
+            span.reference = now();
+            span.count_from = span.reference;
+            span.outage = Some(cost);
+        }
         Ok(span)
     }
 }

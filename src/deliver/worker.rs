@@ -407,6 +407,7 @@ impl Worker {
                     let Some(p) = probe else { return Ok(()) };
                     self.update(|l| l.counters.probes += 1);
                     let v = p.check();
+                    log::debug!("[{}] probe: {v:?}", self.name());
                     if wait.observed(Instant::now(), &v, probe::jitter()) {
                         log::info!("[{}] {} again: retrying now", self.name(), p.describe());
                         return Ok(());
