@@ -122,9 +122,7 @@ impl Plan {
         let same_dir: std::collections::HashSet<&[u8]> = self
             .moves
             .iter()
-            .filter(|m| {
-                crate::deliver::replay::parent(&m.from) == crate::deliver::replay::parent(&m.to)
-            })
+            .filter(|m| crate::changeset::parent(&m.from) == crate::changeset::parent(&m.to))
             .map(|m| m.to.as_slice())
             .collect();
         self.fuzzy = fell_back

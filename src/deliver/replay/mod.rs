@@ -26,6 +26,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::changeset::parent;
 use crate::changeset::{escape, Entry, Kind, Move};
 use crate::config::location::{Destination, Place, Source};
 use crate::config::DestOptions;
@@ -175,14 +176,6 @@ impl NewDirs {
                 None => return false,
             }
         }
-    }
-}
-
-/// The root-relative parent of a path (`""` for a top-level name).
-pub fn parent(p: &[u8]) -> &[u8] {
-    match p.iter().rposition(|&b| b == b'/') {
-        Some(i) => &p[..i],
-        None => b"",
     }
 }
 
