@@ -10,20 +10,21 @@
 //! ancestor, which then covers siblings), drop excluded paths (entries
 //! queued before an exclude was added must never be listed to rsync, whose
 //! own excludes do not protect listed paths), and split what is left into
-//! rsync's runs. A move that could not be replayed on the destination
-//! comes back as a transfer ([`Plan::fall_back`]). No I/O happens here but
+//! rsync's runs. After the moves are replayed, the new name of each is
+//! checked by rsync's quick check ([`Plan::check_moves`]), which sends
+//! the data of a move that could not be replayed. No I/O happens here but
 //! through `stat`.
 
 use crate::changeset::{Entry, Kind, Move, Op};
 use crate::config::filter::entry_excluded;
 use crate::deliver::classify::{classify_with, Node, RootGone};
 use crate::deliver::rsync::Run;
-use crate::optimize::{compose, optimize};
+use crate::optimize::{compose_keeping_files, optimize};
 
 /// One delivery: the moves to replay first, in order; then the entries,
-/// classified, canonical and filtered; and the transfers that stand in
-/// for moves that could not be replayed, which rsync checks by its quick
-/// check only (the data may well be there already, moved before a crash).
+/// classified, canonical and filtered; and the new names of the moves,
+/// which rsync checks by its quick check only (the data is there when the
+/// rename put it there).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
     pub moves: Vec<Move>,
@@ -32,6 +33,10 @@ pub struct Plan {
     /// New names of renamed files to send first with `--fuzzy` (see
     /// [`Plan::fuzzy_first`]).
     pub fuzzy: Vec<Entry>,
+    /// Files named changed that a tree of `entries` covers: sent in the
+    /// files run too, since the trees run's quick check cannot see a
+    /// same-size rewrite within one tick of the kernel's clock.
+    pub sure: Vec<Entry>,
 }
 
 /// Entries by kind, for the log line of a run.
@@ -66,7 +71,7 @@ pub fn plan(
     excluded: impl Fn(&[u8], bool) -> bool,
     threshold: usize,
 ) -> Result<Plan, RootGone> {
-    let (moves, mut merged) = compose(ops, threshold);
+    let (moves, mut merged, sure) = compose_keeping_files(ops, threshold);
     let mut kept = Vec::with_capacity(moves.len());
     for m in moves {
         // An exclude added since the move was queued: the excluded side is
@@ -85,27 +90,38 @@ pub fn plan(
     let classified = classify_with(&merged, &mut stat)?;
     let mut entries = optimize(classified, threshold);
     entries.retain(|e| !entry_excluded(&excluded, e));
+    let sure: Vec<Entry> = sure.into_iter().map(|p| Entry::new(Kind::File, p)).collect();
+    let mut sure = classify_with(&sure, &mut stat)?;
+    sure.retain(|e| e.kind == Kind::File && !entry_excluded(&excluded, e));
+    sure.sort_by(|a, b| crate::changeset::path_cmp(&a.path, &b.path));
+    sure.dedup();
     Ok(Plan {
         moves: kept,
         entries,
         quick: Vec::new(),
         fuzzy: Vec::new(),
+        sure,
     })
 }
 
 impl Plan {
-    /// Adds transfers for the `to` of moves that could not be replayed on
-    /// the destination; they run in the trees run, by rsync's quick check.
-    pub fn fall_back(
+    /// Checks the `to` of every move, replayed or not, in the trees run by
+    /// rsync's quick check: a file list and no data when the rename put
+    /// the right data there, a transfer when it could not (the move fell
+    /// back) or put the wrong data there. A rename alone is not proof: an
+    /// earlier run may have read the source after the move and sent the
+    /// moved data already (then a replayed swap swaps it back), and a
+    /// batch replayed again after a crash repeats its swaps.
+    pub fn check_moves(
         &mut self,
-        tos: Vec<Vec<u8>>,
         stat: impl FnMut(&[u8]) -> Node,
         excluded: impl Fn(&[u8], bool) -> bool,
     ) -> Result<(), RootGone> {
-        if tos.is_empty() {
+        if self.moves.is_empty() {
             return Ok(());
         }
-        let raw = tos.into_iter().map(|p| Entry::new(Kind::Tree, p)).collect();
+        let tos = self.moves.iter().map(|m| m.to.clone());
+        let raw = tos.map(|p| Entry::new(Kind::Tree, p)).collect();
         let raw = optimize(raw, usize::MAX);
         let mut quick = classify_with(&raw, stat)?;
         quick.retain(|e| !entry_excluded(&excluded, e));
@@ -148,6 +164,7 @@ impl Plan {
             (Run::Dirs, Vec::new()),
         ];
         let fuzzy = (Run::Fuzzy, self.fuzzy.iter().collect::<Vec<_>>());
+        runs[0].1.extend(self.sure.iter());
         for e in &self.entries {
             match e.kind {
                 Kind::File | Kind::Gone => runs[0].1.push(e),
@@ -155,6 +172,10 @@ impl Plan {
                 Kind::Attrs | Kind::Listing => runs[2].1.push(e),
             }
         }
+        runs[0]
+            .1
+            .sort_by(|a, b| crate::changeset::path_cmp(&a.path, &b.path));
+        runs[0].1.dedup_by(|a, b| a.path == b.path);
         runs[1].1.extend(self.quick.iter());
         if !runs[1].1.is_empty() {
             let files = self.entries.iter().filter(|e| e.kind == Kind::File);
@@ -299,10 +320,16 @@ mod tests {
     }
 
     #[test]
-    fn a_move_that_fell_back_is_a_quick_transfer_in_the_trees_run() {
-        let mut p = Plan::default();
-        p.fall_back(vec![b"d/f".to_vec(), b"d".to_vec()], tree, |_, _| false)
-            .unwrap();
+    fn the_new_name_of_every_move_is_checked_in_the_trees_run() {
+        let mv = |f: &str, t: &str| Move {
+            from: f.as_bytes().to_vec(),
+            to: t.as_bytes().to_vec(),
+        };
+        let mut p = Plan {
+            moves: vec![mv("x", "d/f"), mv("y", "d")],
+            ..Plan::default()
+        };
+        p.check_moves(tree, |_, _| false).unwrap();
         assert_eq!(p.quick, vec![e(Tree, "d")]);
         assert_eq!(p.runs(), vec![(Run::Trees, vec![&e(Tree, "d")])]);
     }

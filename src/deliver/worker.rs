@@ -197,12 +197,10 @@ impl Worker {
         if matches!(self.cfg.dest.place, Place::Daemon { .. }) {
             plan.fuzzy_first(&replayed.fell_back, |p| lstat(&self.source, p));
         }
-        let fell_back = plan.fall_back(
-            replayed.fell_back,
-            |p| lstat(&self.source, p),
-            |p, d| f.excluded(p, d),
-        );
-        if fell_back.is_err() {
+        if plan
+            .check_moves(|p| lstat(&self.source, p), |p, d| f.excluded(p, d))
+            .is_err()
+        {
             return Ok(Some(self.root_gone()));
         }
         let full = plan.is_full();

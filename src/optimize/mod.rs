@@ -7,4 +7,4 @@ pub mod entries;
 pub mod moves;
 
 pub use entries::{is_canonical, optimize, DEFAULT_FULL_SYNC_THRESHOLD};
-pub use moves::compose;
+pub use moves::{compose, compose_keeping_files};

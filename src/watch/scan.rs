@@ -116,6 +116,11 @@ impl Scanner {
             dev: m.dev(),
         };
         if parent.covered {
+            // A changed file below a tree still counts: the tree's run
+            // compares by size and mtime only (see `deliver::plan`).
+            if !is_dir && mark.changed {
+                self.found.push(Entry::new(Kind::File, rel));
+            }
             return mark;
         }
         if is_dir && m.dev() != parent.dev && !self.trust(m.dev(), abs) {
@@ -287,6 +292,7 @@ mod tests {
                 Entry::new(Kind::Listing, Vec::new()),
                 Entry::new(Kind::File, b"old/keep/f".to_vec()),
                 Entry::new(Kind::Tree, b"new".to_vec()),
+                Entry::new(Kind::File, b"new/x".to_vec()),
             ]
         );
         assert_eq!(stats, ScanStats { dirs: 4, others: 2 });

@@ -6,11 +6,13 @@
 //! actually there: when `from` is missing, or the parent of `to` is missing
 //! (and not one the same batch creates), or the rename itself fails (a
 //! non-empty directory in the way), the move falls back to a transfer of
-//! `to`, checked by rsync's quick check, and `from` is deleted by the
-//! `Gone` the optimizer left there. A batch replayed after a crash in the
-//! middle of it ends the same: the moves already done find `from` missing
-//! and fall back to a transfer that finds the data in place. Nothing here
-//! acks: the worker acks the batch only after the data pass succeeded too.
+//! `to`, and `from` is deleted by the `Gone` the optimizer left there.
+//! Whatever happened here, the data pass checks every move's `to` by
+//! rsync's quick check ([`Plan::check_moves`]), so a rename that put the
+//! wrong data in place (the destination was ahead of the move, or the
+//! batch is replayed again after a crash and repeats a swap) is repaired.
+//! Nothing here acks: the worker acks the batch only after the data pass
+//! succeeded too.
 //!
 //! By destination kind: [`local`] renames with rename(2); [`sftp`] speaks
 //! the SFTP protocol to the ssh destination's `sftp` subsystem over the
