@@ -1,5 +1,7 @@
 //! Configuration types
 
+use notify_types::event::EventKindMask;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Indicates whether only the provided directory or its sub-directories as well should be watched
@@ -44,6 +46,9 @@ pub struct Config {
     compare_contents: bool,
 
     follow_symlinks: bool,
+
+    /// See [Config::with_event_kinds]
+    event_kinds: EventKindMask,
 }
 
 impl Config {
@@ -112,6 +117,33 @@ impl Config {
     pub fn follow_symlinks(&self) -> bool {
         self.follow_symlinks
     }
+
+    /// Filter which event kinds are monitored.
+    ///
+    /// On the [INotifyWatcher](crate::INotifyWatcher) the mask is translated to the kernel's
+    /// watch mask, so events of the excluded kinds are never queued by the kernel, and events
+    /// of the excluded kinds that inotify reports anyway (`IN_DELETE_SELF` and `IN_MOVE_SELF`
+    /// of a watched path) are not delivered. Other backends ignore this setting.
+    ///
+    /// The default is every kind except [`EventKindMask::ACCESS_CLOSE_NOWRITE`], which is
+    /// what the inotify backend has always reported.
+    ///
+    /// This can't be changed during runtime.
+    ///
+    /// ```rust
+    /// # use notify::{Config, EventKindMask};
+    /// // Everything but the opening and reading of files
+    /// let config = Config::default().with_event_kinds(EventKindMask::CORE | EventKindMask::ACCESS_CLOSE);
+    /// ```
+    pub fn with_event_kinds(mut self, event_kinds: EventKindMask) -> Self {
+        self.event_kinds = event_kinds;
+        self
+    }
+
+    /// Returns current setting
+    pub fn event_kinds(&self) -> EventKindMask {
+        self.event_kinds
+    }
 }
 
 impl Default for Config {
@@ -120,6 +152,117 @@ impl Default for Config {
             poll_interval: Some(Duration::from_secs(30)),
             compare_contents: false,
             follow_symlinks: true,
+            event_kinds: EventKindMask::ALL.difference(EventKindMask::ACCESS_CLOSE_NOWRITE),
         }
+    }
+}
+
+/// Single watch backend configuration
+///
+/// This contains some settings that may relate to only one specific backend,
+/// such as to correctly configure each backend regardless of what is selected during runtime.
+#[derive(Clone, Debug)]
+pub struct WatchPathConfig {
+    recursive_mode: RecursiveMode,
+}
+
+impl WatchPathConfig {
+    /// Creates new instance with provided [`RecursiveMode`]
+    pub fn new(recursive_mode: RecursiveMode) -> Self {
+        Self { recursive_mode }
+    }
+
+    /// Set [`RecursiveMode`] for the watch
+    pub fn with_recursive_mode(mut self, recursive_mode: RecursiveMode) -> Self {
+        self.recursive_mode = recursive_mode;
+        self
+    }
+
+    /// Returns current setting
+    pub fn recursive_mode(&self) -> RecursiveMode {
+        self.recursive_mode
+    }
+}
+
+/// An operation to apply to a watcher
+///
+/// See [`Watcher::update_paths`](crate::Watcher::update_paths) for more information.
+#[derive(Debug)]
+pub enum PathOp {
+    /// Path should be watched
+    Watch(PathBuf, WatchPathConfig),
+
+    /// Path should be unwatched
+    Unwatch(PathBuf),
+}
+
+impl PathOp {
+    /// Watch the path with [`RecursiveMode::Recursive`]
+    pub fn watch_recursive<P: Into<PathBuf>>(path: P) -> Self {
+        Self::Watch(path.into(), WatchPathConfig::new(RecursiveMode::Recursive))
+    }
+
+    /// Watch the path with [`RecursiveMode::NonRecursive`]
+    pub fn watch_non_recursive<P: Into<PathBuf>>(path: P) -> Self {
+        Self::Watch(
+            path.into(),
+            WatchPathConfig::new(RecursiveMode::NonRecursive),
+        )
+    }
+
+    /// Unwatch the path
+    pub fn unwatch<P: Into<PathBuf>>(path: P) -> Self {
+        Self::Unwatch(path.into())
+    }
+
+    /// Returns the path associated with this operation.
+    pub fn as_path(&self) -> &Path {
+        match self {
+            PathOp::Watch(p, _) => p,
+            PathOp::Unwatch(p) => p,
+        }
+    }
+
+    /// Returns the path associated with this operation.
+    pub fn into_path(self) -> PathBuf {
+        match self {
+            PathOp::Watch(p, _) => p,
+            PathOp::Unwatch(p) => p,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_default_event_kinds_exclude_close_nowrite() {
+        let kinds = Config::default().event_kinds();
+        assert!(kinds.contains(EventKindMask::CORE | EventKindMask::ACCESS_OPEN));
+        assert!(kinds.contains(EventKindMask::ACCESS_CLOSE));
+        assert!(!kinds.intersects(EventKindMask::ACCESS_CLOSE_NOWRITE));
+    }
+
+    #[test]
+    fn config_with_event_kinds() {
+        let mask = EventKindMask::CREATE | EventKindMask::REMOVE;
+        let config = Config::default().with_event_kinds(mask);
+        assert_eq!(config.event_kinds(), mask);
+    }
+
+    #[test]
+    fn path_op_constructors() {
+        let op = PathOp::watch_non_recursive("/a");
+        assert!(matches!(
+            &op,
+            PathOp::Watch(_, c) if c.recursive_mode() == RecursiveMode::NonRecursive
+        ));
+        assert_eq!(op.as_path(), Path::new("/a"));
+        assert!(matches!(
+            PathOp::watch_recursive("/a"),
+            PathOp::Watch(_, c) if c.recursive_mode() == RecursiveMode::Recursive
+        ));
+        assert_eq!(PathOp::unwatch("/b").into_path(), PathBuf::from("/b"));
     }
 }

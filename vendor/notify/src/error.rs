@@ -1,6 +1,6 @@
 //! Error types
 
-use crate::Config;
+use crate::{Config, PathOp};
 use std::error::Error as StdError;
 use std::path::PathBuf;
 use std::result::Result as StdResult;
@@ -156,6 +156,69 @@ impl<T> From<std::sync::PoisonError<T>> for Error {
     fn from(err: std::sync::PoisonError<T>) -> Self {
         Error::generic(&format!("internal mutex poisoned: {err:?}"))
     }
+}
+
+/// The error provided by [`crate::Watcher::update_paths`] method.
+///
+/// Operations are applied in order. If an error occurs, processing stops and the
+/// error carries the failed operation (if known) and any remaining operations that
+/// were not attempted.
+#[derive(Debug)]
+pub struct UpdatePathsError {
+    /// The original error
+    pub source: Error,
+
+    /// The operation that caused the error.
+    ///
+    /// If set, all operations before it were applied successfully.
+    /// `None` if the error was not caused by a specific operation.
+    pub origin: Option<PathOp>,
+
+    /// The remaining operations that haven't been applied.
+    ///
+    /// This list does not include `origin`. To retry in order, handle `origin`
+    /// first (if present), then `remaining`.
+    pub remaining: Vec<PathOp>,
+}
+
+impl fmt::Display for UpdatePathsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unable to apply the batch operation: {}", self.source)
+    }
+}
+
+impl StdError for UpdatePathsError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.source)
+    }
+}
+
+impl From<UpdatePathsError> for Error {
+    fn from(value: UpdatePathsError) -> Self {
+        value.source
+    }
+}
+
+impl IntoIterator for UpdatePathsError {
+    type Item = PathOp;
+
+    type IntoIter = std::iter::Chain<std::option::IntoIter<PathOp>, std::vec::IntoIter<PathOp>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.origin.into_iter().chain(self.remaining)
+    }
+}
+
+#[test]
+fn display_update_paths() {
+    let actual = UpdatePathsError {
+        source: Error::generic("Some error"),
+        origin: None,
+        remaining: Default::default(),
+    }
+    .to_string();
+
+    assert_eq!("unable to apply the batch operation: Some error", actual);
 }
 
 #[test]

@@ -5,14 +5,20 @@
 //! will return events for the directory itself, and for files inside the directory.
 
 use super::event::*;
-use super::{Config, Error, ErrorKind, EventHandler, RecursiveMode, Result, Watcher};
+use super::{
+    Config, Error, ErrorKind, EventHandler, PathOp, RecursiveMode, Result, UpdatePathsError,
+    Watcher,
+};
 use crate::{bounded, unbounded, BoundSender, Receiver, Sender};
 use inotify as inotify_sys;
 use inotify_sys::{EventMask, Inotify, WatchDescriptor, WatchMask};
-use std::collections::HashMap;
+use notify_types::event::EventKindMask;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::env;
 use std::ffi::OsStr;
 use std::fs::metadata;
+use std::ops::Bound;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +27,48 @@ use walkdir::WalkDir;
 
 const INOTIFY: mio::Token = mio::Token(0);
 const MESSAGE: mio::Token = mio::Token(1);
+
+/// How many operations of an [`EventLoopMsg::UpdatePaths`] batch are applied between two
+/// reads of the inotify queue, so that a long batch cannot overflow it.
+const UPDATE_PATHS_CHUNK: usize = 1024;
+
+/// The inotify events that report the kinds of `mask`.
+///
+/// A recursive watch also asks for the events that keep its watches in step with the tree
+/// (a directory created, deleted or moved in or out); events of those that `mask` excludes are
+/// then dropped before delivery.
+fn event_kinds_to_watch_mask(mask: EventKindMask, is_recursive: bool) -> WatchMask {
+    let mut watch_mask = WatchMask::empty();
+    if is_recursive {
+        watch_mask |=
+            WatchMask::CREATE | WatchMask::DELETE | WatchMask::MOVED_FROM | WatchMask::MOVED_TO;
+    }
+    if mask.intersects(EventKindMask::CREATE) {
+        watch_mask |= WatchMask::CREATE;
+    }
+    if mask.intersects(EventKindMask::REMOVE) {
+        watch_mask |= WatchMask::DELETE;
+    }
+    if mask.intersects(EventKindMask::MODIFY_DATA) {
+        watch_mask |= WatchMask::MODIFY;
+    }
+    if mask.intersects(EventKindMask::MODIFY_META) {
+        watch_mask |= WatchMask::ATTRIB;
+    }
+    if mask.intersects(EventKindMask::MODIFY_NAME) {
+        watch_mask |= WatchMask::MOVED_FROM | WatchMask::MOVED_TO;
+    }
+    if mask.intersects(EventKindMask::ACCESS_OPEN) {
+        watch_mask |= WatchMask::OPEN;
+    }
+    if mask.intersects(EventKindMask::ACCESS_CLOSE) {
+        watch_mask |= WatchMask::CLOSE_WRITE;
+    }
+    if mask.intersects(EventKindMask::ACCESS_CLOSE_NOWRITE) {
+        watch_mask |= WatchMask::CLOSE_NOWRITE;
+    }
+    watch_mask
+}
 
 // The EventLoop will set up a mio::Poll and use it to wait for the following:
 //
@@ -36,11 +84,16 @@ struct EventLoop {
     event_loop_rx: Receiver<EventLoopMsg>,
     inotify: Option<Inotify>,
     event_handler: Box<dyn EventHandler>,
-    /// PathBuf -> (WatchDescriptor, WatchMask, is_recursive, is_dir)
-    watches: HashMap<PathBuf, (WatchDescriptor, WatchMask, bool, bool)>,
-    paths: HashMap<WatchDescriptor, PathBuf>,
+    /// Path -> (WatchDescriptor, WatchMask, is_recursive, is_dir)
+    ///
+    /// Ordered by path, so the watches below a path are the range that follows it.
+    watches: BTreeMap<Arc<Path>, (WatchDescriptor, WatchMask, bool, bool)>,
+    /// The path of each descriptor, by its number, sharing its allocation with the key in
+    /// `watches`.
+    paths: HashMap<i32, Arc<Path>>,
     rename_event: Option<Event>,
     follow_links: bool,
+    event_kinds: EventKindMask,
 }
 
 /// Watcher implementation based on inotify
@@ -53,6 +106,10 @@ pub struct INotifyWatcher {
 enum EventLoopMsg {
     AddWatch(PathBuf, RecursiveMode, Sender<Result<()>>),
     RemoveWatch(PathBuf, Sender<Result<()>>),
+    UpdatePaths(
+        Vec<PathOp>,
+        Sender<std::result::Result<(), UpdatePathsError>>,
+    ),
     Shutdown,
     Configure(Config, BoundSender<Result<bool>>),
 }
@@ -61,7 +118,7 @@ enum EventLoopMsg {
 fn add_watch_by_event(
     path: &PathBuf,
     event: &inotify_sys::Event<&OsStr>,
-    watches: &HashMap<PathBuf, (WatchDescriptor, WatchMask, bool, bool)>,
+    watches: &BTreeMap<Arc<Path>, (WatchDescriptor, WatchMask, bool, bool)>,
     add_watches: &mut Vec<PathBuf>,
 ) {
     if event.mask.contains(EventMask::ISDIR) {
@@ -78,10 +135,10 @@ fn add_watch_by_event(
 #[inline]
 fn remove_watch_by_event(
     path: &PathBuf,
-    watches: &HashMap<PathBuf, (WatchDescriptor, WatchMask, bool, bool)>,
+    watches: &BTreeMap<Arc<Path>, (WatchDescriptor, WatchMask, bool, bool)>,
     remove_watches: &mut Vec<PathBuf>,
 ) {
-    if watches.contains_key(path) {
+    if watches.contains_key(path.as_path()) {
         remove_watches.push(path.to_owned());
     }
 }
@@ -90,7 +147,7 @@ impl EventLoop {
     pub fn new(
         inotify: Inotify,
         event_handler: Box<dyn EventHandler>,
-        follow_links: bool,
+        config: &Config,
     ) -> Result<Self> {
         let (event_loop_tx, event_loop_rx) = unbounded::<EventLoopMsg>();
         let poll = mio::Poll::new()?;
@@ -110,10 +167,11 @@ impl EventLoop {
             event_loop_rx,
             inotify: Some(inotify),
             event_handler,
-            watches: HashMap::new(),
+            watches: BTreeMap::new(),
             paths: HashMap::new(),
             rename_event: None,
-            follow_links,
+            follow_links: config.follow_symlinks(),
+            event_kinds: config.event_kinds(),
         };
         Ok(event_loop)
     }
@@ -134,7 +192,12 @@ impl EventLoop {
                     // System call was interrupted, we will retry
                     // TODO: Not covered by tests (to reproduce likely need to setup signal handlers)
                 }
-                Err(e) => panic!("poll failed: {e}"),
+                Err(e) => {
+                    // Nothing will wake this loop any more: report, and stop. Dropping the
+                    // event loop drops the handler, and closes the inotify instance.
+                    self.event_handler.handle_event(Err(Error::io(e)));
+                    break;
+                }
                 Ok(()) => {}
             }
 
@@ -169,10 +232,13 @@ impl EventLoop {
         while let Ok(msg) = self.event_loop_rx.try_recv() {
             match msg {
                 EventLoopMsg::AddWatch(path, recursive_mode, tx) => {
-                    let _ = tx.send(self.add_watch(path, recursive_mode.is_recursive(), true));
+                    let _ = tx.send(self.add_watch(&path, recursive_mode.is_recursive(), true));
                 }
                 EventLoopMsg::RemoveWatch(path, tx) => {
                     let _ = tx.send(self.remove_watch(path, false));
+                }
+                EventLoopMsg::UpdatePaths(ops, tx) => {
+                    let _ = tx.send(self.update_paths(ops));
                 }
                 EventLoopMsg::Shutdown => {
                     let _ = self.remove_all_watches();
@@ -187,6 +253,23 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    fn update_paths(&mut self, ops: Vec<PathOp>) -> std::result::Result<(), UpdatePathsError> {
+        let mut applied = 0;
+        crate::update_paths(ops, |op| {
+            let result = match &op {
+                PathOp::Watch(path, config) => {
+                    self.add_watch(path, config.recursive_mode().is_recursive(), true)
+                }
+                PathOp::Unwatch(path) => self.remove_watch(path.clone(), false),
+            };
+            applied += 1;
+            if applied % UPDATE_PATHS_CHUNK == 0 {
+                self.handle_inotify();
+            }
+            result.map_err(|e| (op, e))
+        })
     }
 
     fn configure_raw_mode(&mut self, _config: Config, tx: BoundSender<Result<bool>>) {
@@ -215,8 +298,14 @@ impl EventLoop {
                             }
 
                             let path = match event.name {
-                                Some(name) => self.paths.get(&event.wd).map(|root| root.join(name)),
-                                None => self.paths.get(&event.wd).cloned(),
+                                Some(name) => self
+                                    .paths
+                                    .get(&event.wd.get_watch_descriptor_id())
+                                    .map(|root| root.join(name)),
+                                None => self
+                                    .paths
+                                    .get(&event.wd.get_watch_descriptor_id())
+                                    .map(|root| root.to_path_buf()),
                             };
 
                             let path = match path {
@@ -303,7 +392,7 @@ impl EventLoop {
                                 remove_watch_by_event(&path, &self.watches, &mut remove_watches);
                             }
                             if event.mask.contains(EventMask::DELETE_SELF) {
-                                let remove_kind = match self.watches.get(&path) {
+                                let remove_kind = match self.watches.get(path.as_path()) {
                                     Some(&(_, _, _, true)) => RemoveKind::Folder,
                                     Some(&(_, _, _, false)) => RemoveKind::File,
                                     None => RemoveKind::Other,
@@ -356,7 +445,9 @@ impl EventLoop {
                             }
 
                             for ev in evs {
-                                self.event_handler.handle_event(Ok(ev));
+                                if self.event_kinds.matches(&ev.kind) {
+                                    self.event_handler.handle_event(Ok(ev));
+                                }
                             }
                         }
 
@@ -369,21 +460,29 @@ impl EventLoop {
                         // No events read. Break out.
                         break;
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => {
+                        // Reading again would fail again.
                         self.event_handler.handle_event(Err(Error::io(e)));
+                        break;
                     }
                 }
             }
         }
 
         for path in remove_watches {
+            // Both IN_DELETE and IN_DELETE_SELF report a deleted directory, and the removal of
+            // an ancestor already removed the watches below it.
+            if !self.watches.contains_key(path.as_path()) {
+                continue;
+            }
             if let Err(err) = self.remove_watch(path, true) {
                 log::warn!("Unable to remove the path from the watches: {err:?}");
             }
         }
 
         for path in add_watches {
-            if let Err(add_watch_error) = self.add_watch(path, true, false) {
+            if let Err(add_watch_error) = self.add_watch(&path, true, false) {
                 // The handler should be notified if we have reached the limit.
                 // Otherwise, the user might expect that a recursive watch
                 // is continuing to work correctly, but it's not.
@@ -399,10 +498,10 @@ impl EventLoop {
         }
     }
 
-    fn add_watch(&mut self, path: PathBuf, is_recursive: bool, mut watch_self: bool) -> Result<()> {
+    fn add_watch(&mut self, path: &Path, is_recursive: bool, mut watch_self: bool) -> Result<()> {
         // If the watch is not recursive, or if we determine (by stat'ing the path to get its
         // metadata) that the watched path is not a directory, add a single path watch.
-        if !is_recursive || !metadata(&path).map_err(Error::io_watch)?.is_dir() {
+        if !is_recursive || !metadata(path).map_err(Error::io_watch)?.is_dir() {
             return self.add_single_watch(path, false, true);
         }
 
@@ -411,7 +510,7 @@ impl EventLoop {
             .into_iter()
             .filter_map(filter_dir)
         {
-            self.add_single_watch(entry.into_path(), is_recursive, watch_self)?;
+            self.add_single_watch(entry.path(), is_recursive, watch_self)?;
             watch_self = false;
         }
 
@@ -420,33 +519,42 @@ impl EventLoop {
 
     fn add_single_watch(
         &mut self,
-        path: PathBuf,
+        path: &Path,
         is_recursive: bool,
         watch_self: bool,
     ) -> Result<()> {
-        let mut watchmask = WatchMask::ATTRIB
-            | WatchMask::CREATE
-            | WatchMask::OPEN
-            | WatchMask::DELETE
-            | WatchMask::CLOSE_WRITE
-            | WatchMask::MODIFY
-            | WatchMask::MOVED_FROM
-            | WatchMask::MOVED_TO;
+        let mut watchmask = event_kinds_to_watch_mask(self.event_kinds, is_recursive);
 
         if watch_self {
             watchmask.insert(WatchMask::DELETE_SELF);
             watchmask.insert(WatchMask::MOVE_SELF);
         }
 
-        if let Some(&(_, old_watchmask, _, _)) = self.watches.get(&path) {
-            watchmask.insert(old_watchmask);
+        // One allocation of the path, shared by both maps, and one search of `watches`.
+        let entry = self.watches.entry(Arc::from(path));
+        let existing = matches!(entry, Entry::Occupied(_));
+        if let Entry::Occupied(ref watch) = entry {
+            watchmask.insert(watch.get().1);
             watchmask.insert(WatchMask::MASK_ADD);
         }
 
         if let Some(ref mut inotify) = self.inotify {
             log::trace!("adding inotify watch: {}", path.display());
 
-            match inotify.watches().add(&path, watchmask) {
+            // A new watch is asked for with IN_ONLYDIR first: this tells a directory without a
+            // second lookup of the path.
+            let added = if existing {
+                inotify.watches().add(path, watchmask).map(|w| (w, None))
+            } else {
+                match inotify.watches().add(path, watchmask | WatchMask::ONLYDIR) {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => inotify
+                        .watches()
+                        .add(path, watchmask)
+                        .map(|w| (w, Some(false))),
+                    added => added.map(|w| (w, Some(true))),
+                }
+            };
+            match added {
                 Err(e) => {
                     Err(if e.raw_os_error() == Some(libc::ENOSPC) {
                         // do not report inotify limits as "no more space" on linux #266
@@ -456,14 +564,25 @@ impl EventLoop {
                     } else {
                         Error::io(e)
                     }
-                    .add_path(path))
+                    .add_path(path.to_path_buf()))
                 }
-                Ok(w) => {
+                Ok((w, is_dir)) => {
                     watchmask.remove(WatchMask::MASK_ADD);
-                    let is_dir = metadata(&path).map_err(Error::io)?.is_dir();
-                    self.watches
-                        .insert(path.clone(), (w.clone(), watchmask, is_recursive, is_dir));
-                    self.paths.insert(w, path);
+                    let is_dir = match is_dir {
+                        Some(is_dir) => is_dir,
+                        None => metadata(path).map_err(Error::io)?.is_dir(),
+                    };
+                    let path = entry.key().clone();
+                    let watch = (w.clone(), watchmask, is_recursive, is_dir);
+                    match entry {
+                        Entry::Occupied(mut entry) => {
+                            entry.insert(watch);
+                        }
+                        Entry::Vacant(entry) => {
+                            entry.insert(watch);
+                        }
+                    }
+                    self.paths.insert(w.get_watch_descriptor_id(), path);
                     Ok(())
                 }
             }
@@ -473,7 +592,7 @@ impl EventLoop {
     }
 
     fn remove_watch(&mut self, path: PathBuf, remove_recursive: bool) -> Result<()> {
-        match self.watches.remove(&path) {
+        match self.watches.remove(path.as_path()) {
             None => return Err(Error::watch_not_found().add_path(path)),
             Some((w, _, is_recursive, _)) => {
                 if let Some(ref mut inotify) = self.inotify {
@@ -481,25 +600,33 @@ impl EventLoop {
                     log::trace!("removing inotify watch for {path:?}, remove_recursive: {remove_recursive:?}");
 
                     Self::remove_single_descriptor(&mut inotify_watches, w.clone());
-                    self.paths.remove(&w);
+                    self.paths.remove(&w.get_watch_descriptor_id());
 
                     if is_recursive || remove_recursive {
-                        let mut remove_list = Vec::new();
-                        for (w, p) in &self.paths {
-                            if p.starts_with(&path) {
+                        for p in Self::watches_below(&self.watches, &path) {
+                            if let Some((w, _, _, _)) = self.watches.remove(&p) {
                                 Self::remove_single_descriptor(&mut inotify_watches, w.clone());
-                                self.watches.remove(p);
-                                remove_list.push(w.clone());
+                                self.paths.remove(&w.get_watch_descriptor_id());
                             }
-                        }
-                        for w in remove_list {
-                            self.paths.remove(&w);
                         }
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// The watched paths below `path`, in order.
+    ///
+    /// `Path` orders component by component, so they directly follow `path` (`/a/b/c` sorts
+    /// between `/a/b` and `/a/b-c`): finding them costs a lookup, not a scan of every watch.
+    fn watches_below<V>(watches: &BTreeMap<Arc<Path>, V>, path: &Path) -> Vec<Arc<Path>> {
+        watches
+            .range::<Path, _>((Bound::Excluded(path), Bound::Unbounded))
+            .map(|(p, _)| p)
+            .take_while(|p| p.starts_with(path))
+            .cloned()
+            .collect()
     }
 
     /// As long as we use the `inotify` crate its behaviour is specified by the documentation of
@@ -533,10 +660,10 @@ impl EventLoop {
     fn remove_all_watches(&mut self) -> Result<()> {
         if let Some(ref mut inotify) = self.inotify {
             let mut inotify_watches = inotify.watches();
-            for (w, p) in &self.paths {
+            for (p, (w, _, _, _)) in &self.watches {
                 inotify_watches
                     .remove(w.clone())
-                    .map_err(|e| Error::io(e).add_path(p.into()))?;
+                    .map_err(|e| Error::io(e).add_path(p.to_path_buf()))?;
             }
             self.watches.clear();
             self.paths.clear();
@@ -558,12 +685,9 @@ fn filter_dir(e: walkdir::Result<walkdir::DirEntry>) -> Option<walkdir::DirEntry
 }
 
 impl INotifyWatcher {
-    fn from_event_handler(
-        event_handler: Box<dyn EventHandler>,
-        follow_links: bool,
-    ) -> Result<Self> {
+    fn from_event_handler(event_handler: Box<dyn EventHandler>, config: &Config) -> Result<Self> {
         let inotify = Inotify::init()?;
-        let event_loop = EventLoop::new(inotify, event_handler, follow_links)?;
+        let event_loop = EventLoop::new(inotify, event_handler, config)?;
         let channel = event_loop.event_loop_tx.clone();
         let waker = event_loop.event_loop_waker.clone();
         event_loop.run();
@@ -580,10 +704,10 @@ impl INotifyWatcher {
         let (tx, rx) = unbounded();
         let msg = EventLoopMsg::AddWatch(pb, recursive_mode, tx);
 
-        // we expect the event loop to live and reply => unwraps must not panic
-        self.channel.send(msg).unwrap();
-        self.waker.wake().unwrap();
-        rx.recv().unwrap()
+        // the event loop is gone if its poll failed
+        self.channel.send(msg)?;
+        self.waker.wake()?;
+        rx.recv()?
     }
 
     fn unwatch_inner(&mut self, path: &Path) -> Result<()> {
@@ -596,17 +720,63 @@ impl INotifyWatcher {
         let (tx, rx) = unbounded();
         let msg = EventLoopMsg::RemoveWatch(pb, tx);
 
-        // we expect the event loop to live and reply => unwraps must not panic
-        self.channel.send(msg).unwrap();
-        self.waker.wake().unwrap();
-        rx.recv().unwrap()
+        // the event loop is gone if its poll failed
+        self.channel.send(msg)?;
+        self.waker.wake()?;
+        rx.recv()?
+    }
+
+    fn update_paths_inner(
+        &mut self,
+        mut ops: Vec<PathOp>,
+    ) -> std::result::Result<(), UpdatePathsError> {
+        // Resolve relative paths here, as watch() and unwatch() do.
+        if ops.iter().any(|op| op.as_path().is_relative()) {
+            let cwd = match env::current_dir() {
+                Ok(cwd) => cwd,
+                Err(e) => {
+                    return Err(UpdatePathsError {
+                        source: Error::io(e),
+                        origin: None,
+                        remaining: ops,
+                    })
+                }
+            };
+            for op in &mut ops {
+                let path = match op {
+                    PathOp::Watch(path, _) | PathOp::Unwatch(path) => path,
+                };
+                if path.is_relative() {
+                    *path = cwd.join(&*path);
+                }
+            }
+        }
+        let (tx, rx) = unbounded();
+        if let Err(e) = self.channel.send(EventLoopMsg::UpdatePaths(ops, tx)) {
+            let EventLoopMsg::UpdatePaths(ops, _) = e.0 else {
+                unreachable!()
+            };
+            return Err(UpdatePathsError {
+                source: Error::generic("internal channel disconnect"),
+                origin: None,
+                remaining: ops,
+            });
+        }
+        let error = |source| UpdatePathsError {
+            source,
+            origin: None,
+            // The batch was sent; which part of it was applied is unknown without a reply.
+            remaining: Vec::new(),
+        };
+        self.waker.wake().map_err(|e| error(e.into()))?;
+        rx.recv().map_err(|e| error(e.into()))?
     }
 }
 
 impl Watcher for INotifyWatcher {
     /// Create a new watcher.
     fn new<F: EventHandler>(event_handler: F, config: Config) -> Result<Self> {
-        Self::from_event_handler(Box::new(event_handler), config.follow_symlinks())
+        Self::from_event_handler(Box::new(event_handler), &config)
     }
 
     fn watch(&mut self, path: &Path, recursive_mode: RecursiveMode) -> Result<()> {
@@ -615,6 +785,10 @@ impl Watcher for INotifyWatcher {
 
     fn unwatch(&mut self, path: &Path) -> Result<()> {
         self.unwatch_inner(path)
+    }
+
+    fn update_paths(&mut self, ops: Vec<PathOp>) -> std::result::Result<(), UpdatePathsError> {
+        self.update_paths_inner(ops)
     }
 
     fn configure(&mut self, config: Config) -> Result<bool> {
@@ -631,9 +805,9 @@ impl Watcher for INotifyWatcher {
 
 impl Drop for INotifyWatcher {
     fn drop(&mut self) {
-        // we expect the event loop to live => unwrap must not panic
-        self.channel.send(EventLoopMsg::Shutdown).unwrap();
-        self.waker.wake().unwrap();
+        // the event loop is gone if its poll failed
+        let _ = self.channel.send(EventLoopMsg::Shutdown);
+        let _ = self.waker.wake();
     }
 }
 
@@ -652,6 +826,339 @@ mod tests {
 
     fn watcher() -> (TestWatcher<INotifyWatcher>, Receiver) {
         channel()
+    }
+
+    /// An event loop driven by the test itself, without its thread.
+    fn event_loop(config: &Config) -> (super::EventLoop, mpsc::Receiver<Result<Event>>) {
+        let (tx, rx) = mpsc::channel();
+        let inotify = super::Inotify::init().expect("inotify init");
+        let event_loop = super::EventLoop::new(inotify, Box::new(tx), config).expect("event loop");
+        (event_loop, rx)
+    }
+
+    /// The masks of the watches that the kernel holds for `event_loop`, one per watch, read from
+    /// `/proc/self/fdinfo`.
+    fn kernel_watch_masks(event_loop: &super::EventLoop) -> Vec<u32> {
+        use std::os::unix::io::AsRawFd;
+        let fd = event_loop.inotify.as_ref().expect("inotify").as_raw_fd();
+        let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).expect("fdinfo");
+        fdinfo
+            .lines()
+            .filter(|line| line.starts_with("inotify wd:"))
+            .map(|line| {
+                let mask = line
+                    .split_whitespace()
+                    .find_map(|field| field.strip_prefix("mask:"))
+                    .expect("mask field");
+                u32::from_str_radix(mask, 16).expect("hex mask")
+            })
+            .collect()
+    }
+
+    /// Watches `dirs` one by one, as a caller that walks the tree itself does.
+    fn watch_each(event_loop: &mut super::EventLoop, dirs: &[PathBuf]) {
+        let ops = dirs
+            .iter()
+            .map(|dir| super::PathOp::watch_non_recursive(dir.clone()))
+            .collect();
+        event_loop.update_paths(ops).expect("update_paths");
+    }
+
+    fn watched(event_loop: &super::EventLoop) -> Vec<PathBuf> {
+        assert_eq!(event_loop.watches.len(), event_loop.paths.len());
+        for (w, path) in &event_loop.paths {
+            assert_eq!(
+                event_loop.watches[path].0.get_watch_descriptor_id(),
+                *w,
+                "{path:?}"
+            );
+        }
+        event_loop
+            .watches
+            .keys()
+            .map(|path| path.to_path_buf())
+            .collect()
+    }
+
+    #[test]
+    fn watches_below_a_path_are_its_descendants_only() {
+        let paths = [
+            "/a", "/a/a", "/a/b", "/a/b/c", "/a/b/c/d", "/a/b/e", "/a/b c", "/a/b-c", "/a/b-c/d",
+            "/a/b.c", "/a/b0", "/a/bc", "/a/c", "/b",
+        ];
+        let watches: std::collections::BTreeMap<Arc<Path>, ()> = paths
+            .iter()
+            .map(|p| (Arc::from(Path::new(p)), ()))
+            .collect();
+        let below = |p: &str| -> Vec<String> {
+            super::EventLoop::watches_below(&watches, Path::new(p))
+                .iter()
+                .map(|p| p.to_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(below("/a/b"), ["/a/b/c", "/a/b/c/d", "/a/b/e"]);
+        assert_eq!(below("/a/b/"), ["/a/b/c", "/a/b/c/d", "/a/b/e"]);
+        assert_eq!(below("/a/b-c"), ["/a/b-c/d"]);
+        assert_eq!(below("/a/bc"), Vec::<String>::new());
+        assert_eq!(below("/a/x"), Vec::<String>::new());
+        assert_eq!(below("/a").len(), 12);
+        assert_eq!(below("/").len(), 14);
+    }
+
+    #[test]
+    fn moving_a_directory_away_removes_the_watches_of_its_subtree_only() {
+        let tmpdir = testdir();
+        let root = tmpdir.path();
+        let dirs: Vec<PathBuf> = [
+            "", "a", "a/b", "a/b/c", "a/b/c/d", "a/b c", "a/b-c", "a/b-c/d", "a/b.c", "a/bc",
+        ]
+        .iter()
+        .map(|d| root.join(d))
+        .collect();
+        for dir in &dirs {
+            std::fs::create_dir_all(dir).expect("create_dir_all");
+        }
+        let (mut event_loop, _rx) = event_loop(&Config::default());
+        watch_each(&mut event_loop, &dirs);
+        assert_eq!(kernel_watch_masks(&event_loop).len(), dirs.len());
+
+        // Moved, the directories still exist: only notify can remove their watches.
+        std::fs::rename(root.join("a/b"), root.join("moved")).expect("rename");
+        event_loop.handle_inotify();
+
+        let expected: Vec<PathBuf> = ["", "a", "a/b c", "a/b-c", "a/b-c/d", "a/b.c", "a/bc"]
+            .iter()
+            .map(|d| root.join(d))
+            .collect();
+        assert_eq!(watched(&event_loop), expected);
+        assert_eq!(kernel_watch_masks(&event_loop).len(), expected.len());
+    }
+
+    #[test]
+    fn deleting_ten_thousand_watched_directories_leaves_the_others_watched() {
+        let tmpdir = testdir();
+        let root = tmpdir.path();
+        let mut dirs = vec![
+            root.to_path_buf(),
+            root.join("big"),
+            root.join("big-c"),
+            root.join("bigger"),
+        ];
+        for i in 0..100 {
+            for j in 0..99 {
+                dirs.push(root.join(format!("big/{i}/{j}")));
+            }
+            dirs.push(root.join(format!("big/{i}")));
+        }
+        for dir in &dirs {
+            std::fs::create_dir_all(dir).expect("create_dir_all");
+        }
+        let (mut event_loop, _rx) = event_loop(&Config::default());
+        watch_each(&mut event_loop, &dirs);
+        assert_eq!(watched(&event_loop).len(), 10_004);
+        assert_eq!(kernel_watch_masks(&event_loop).len(), 10_004);
+
+        // The kernel queue holds 16384 events by default: drain it as the removal goes.
+        for i in 0..100 {
+            std::fs::remove_dir_all(root.join(format!("big/{i}"))).expect("remove_dir_all");
+            event_loop.handle_inotify();
+        }
+        std::fs::remove_dir(root.join("big")).expect("remove_dir");
+        event_loop.handle_inotify();
+
+        assert_eq!(
+            watched(&event_loop),
+            [root.to_path_buf(), root.join("big-c"), root.join("bigger")]
+        );
+        assert_eq!(kernel_watch_masks(&event_loop).len(), 3);
+    }
+
+    #[test]
+    fn update_paths_applies_the_batch_and_stops_at_the_first_failure() {
+        let tmpdir = testdir();
+        let a = tmpdir.path().join("a");
+        let missing = tmpdir.path().join("missing");
+        let b = tmpdir.path().join("b");
+        let c = tmpdir.path().join("c");
+        for dir in [&a, &b, &c] {
+            std::fs::create_dir(dir).expect("create_dir");
+        }
+        let (mut watcher, mut rx) = watcher();
+        watcher
+            .watcher
+            .update_paths(Vec::new())
+            .expect("empty batch");
+
+        let err = watcher
+            .watcher
+            .update_paths(vec![
+                super::PathOp::watch_non_recursive(&a),
+                super::PathOp::watch_non_recursive(&missing),
+                super::PathOp::watch_non_recursive(&b),
+                super::PathOp::watch_non_recursive(&c),
+            ])
+            .expect_err("a missing path fails");
+        assert!(
+            matches!(err.source.kind, ErrorKind::PathNotFound),
+            "{err:?}"
+        );
+        assert_eq!(err.source.paths, std::slice::from_ref(&missing));
+        assert_eq!(
+            err.origin.as_ref().map(|op| op.as_path()),
+            Some(missing.as_path())
+        );
+        let remaining: Vec<_> = err.remaining.iter().map(|op| op.as_path()).collect();
+        assert_eq!(remaining, [b.as_path(), c.as_path()]);
+
+        // The operations before the failure were applied; the rest can be sent again.
+        watcher
+            .watcher
+            .update_paths(err.remaining)
+            .expect("the remaining operations");
+        for dir in [&a, &b, &c] {
+            std::fs::create_dir(dir.join("new")).expect("create_dir");
+        }
+        rx.wait_ordered_exact([
+            expected(a.join("new")).create_folder(),
+            expected(b.join("new")).create_folder(),
+            expected(c.join("new")).create_folder(),
+        ])
+        .ensure_no_tail();
+
+        watcher
+            .watcher
+            .update_paths(vec![super::PathOp::unwatch(&b)])
+            .expect("unwatch");
+        std::fs::create_dir(b.join("newer")).expect("create_dir");
+        rx.ensure_empty();
+    }
+
+    #[test]
+    fn default_event_kinds_keep_the_watch_mask_of_notify_8() {
+        use inotify::WatchMask;
+        let stock = WatchMask::ATTRIB
+            | WatchMask::CREATE
+            | WatchMask::OPEN
+            | WatchMask::DELETE
+            | WatchMask::CLOSE_WRITE
+            | WatchMask::MODIFY
+            | WatchMask::MOVED_FROM
+            | WatchMask::MOVED_TO;
+        let kinds = Config::default().event_kinds();
+        assert_eq!(super::event_kinds_to_watch_mask(kinds, false), stock);
+        assert_eq!(super::event_kinds_to_watch_mask(kinds, true), stock);
+    }
+
+    #[test]
+    fn event_kinds_exclude_open_in_the_kernel() {
+        use crate::EventKindMask;
+        use inotify::WatchMask;
+        let tmpdir = testdir();
+        let dir = tmpdir.path().join("dir");
+        std::fs::create_dir(&dir).expect("create_dir");
+        let config =
+            Config::default().with_event_kinds(EventKindMask::CORE | EventKindMask::ACCESS_CLOSE);
+        let (mut event_loop, _rx) = event_loop(&config);
+        watch_each(&mut event_loop, &[tmpdir.path().to_path_buf(), dir]);
+        let wanted = WatchMask::ATTRIB
+            | WatchMask::CREATE
+            | WatchMask::DELETE
+            | WatchMask::CLOSE_WRITE
+            | WatchMask::MODIFY
+            | WatchMask::MOVED_FROM
+            | WatchMask::MOVED_TO
+            | WatchMask::DELETE_SELF
+            | WatchMask::MOVE_SELF;
+        assert_eq!(
+            kernel_watch_masks(&event_loop),
+            [wanted.bits(), wanted.bits()]
+        );
+    }
+
+    #[test]
+    fn opening_a_file_is_no_event_when_event_kinds_exclude_open() {
+        use crate::EventKindMask;
+        let tmpdir = testdir();
+        let path = tmpdir.path().join("entry");
+        std::fs::write(&path, b"123").expect("write");
+        let (mut watcher, mut rx) = channel_with_config::<INotifyWatcher>(
+            ChannelConfig::default().with_watcher_config(
+                Config::default()
+                    .with_event_kinds(EventKindMask::CORE | EventKindMask::ACCESS_CLOSE),
+            ),
+        );
+        watcher.watch_nonrecursively(&tmpdir);
+
+        let mut contents = String::new();
+        std::io::Read::read_to_string(
+            &mut std::fs::File::open(&path).expect("open"),
+            &mut contents,
+        )
+        .expect("read");
+        std::fs::read_dir(tmpdir.path())
+            .expect("read_dir")
+            .for_each(drop);
+        rx.ensure_empty();
+
+        std::fs::write(&path, b"321").expect("write");
+        rx.wait_ordered_exact([
+            expected(&path).modify_data_any().multiple(),
+            expected(&path).access_close_write(),
+        ])
+        .ensure_no_tail();
+    }
+
+    #[test]
+    fn event_kinds_filter_the_self_events() {
+        use crate::EventKindMask;
+        let tmpdir = testdir();
+        let dir = tmpdir.path().join("dir");
+        std::fs::create_dir(&dir).expect("create_dir");
+        let (mut watcher, mut rx) = channel_with_config::<INotifyWatcher>(
+            ChannelConfig::default()
+                .with_watcher_config(Config::default().with_event_kinds(EventKindMask::CREATE)),
+        );
+        watcher.watch_nonrecursively(&dir);
+        std::fs::rename(&dir, tmpdir.path().join("moved")).expect("rename");
+        std::fs::create_dir(tmpdir.path().join("moved/new")).expect("create_dir");
+        rx.wait_ordered_exact([expected(tmpdir.path().join("dir/new")).create_folder()])
+            .ensure_no_tail();
+    }
+
+    #[test]
+    fn a_failed_poll_is_reported_and_ends_the_event_loop() {
+        use std::os::unix::io::AsRawFd;
+        let (event_loop, rx) = event_loop(&Config::default());
+        let channel = event_loop.event_loop_tx.clone();
+        let waker = event_loop.event_loop_waker.clone();
+        // Put /dev/null in place of the epoll instance: epoll_wait fails with EINVAL.
+        let null = std::fs::File::open("/dev/null").expect("/dev/null");
+        let epoll = event_loop.poll.as_raw_fd();
+        assert_eq!(unsafe { libc::dup2(null.as_raw_fd(), epoll) }, epoll);
+        event_loop.run();
+
+        let error = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the poll error")
+            .expect_err("an error");
+        assert!(matches!(error.kind, ErrorKind::Io(_)), "{error:?}");
+        // The loop ended, and dropped the handler with it.
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        ));
+
+        let mut watcher = INotifyWatcher { channel, waker };
+        let tmpdir = testdir();
+        assert!(watcher
+            .watch(tmpdir.path(), RecursiveMode::NonRecursive)
+            .is_err());
+        assert!(watcher.unwatch(tmpdir.path()).is_err());
+        let err = watcher
+            .update_paths(vec![super::PathOp::watch_non_recursive(tmpdir.path())])
+            .expect_err("no event loop");
+        assert_eq!(err.remaining.len(), 1);
+        drop(watcher);
     }
 
     #[test]

@@ -162,10 +162,11 @@
 
 #![deny(missing_docs)]
 
-pub use config::{Config, RecursiveMode};
-pub use error::{Error, ErrorKind, Result};
-pub use notify_types::event::{self, Event, EventKind};
+pub use config::{Config, PathOp, RecursiveMode, WatchPathConfig};
+pub use error::{Error, ErrorKind, Result, UpdatePathsError};
+pub use notify_types::event::{self, Event, EventKind, EventKindMask};
 use std::path::Path;
+use std::result::Result as StdResult;
 
 pub(crate) type Receiver<T> = std::sync::mpsc::Receiver<T>;
 pub(crate) type Sender<T> = std::sync::mpsc::Sender<T>;
@@ -348,6 +349,45 @@ pub trait Watcher {
     /// fails.
     fn unwatch(&mut self, path: &Path) -> Result<()>;
 
+    /// Begin watching a new path, with a [`WatchPathConfig`].
+    ///
+    /// See [`Watcher::watch`].
+    fn watch_with(&mut self, path: &Path, config: WatchPathConfig) -> Result<()> {
+        self.watch(path, config.recursive_mode())
+    }
+
+    /// Add and remove many paths at once.
+    ///
+    /// Operations are applied in order, and the first one that fails stops the batch: the
+    /// error returns it with the operations that were not attempted, see
+    /// [`UpdatePathsError`]. The [`INotifyWatcher`](crate::INotifyWatcher) applies the whole
+    /// batch in one round trip to its event loop, instead of one per path.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use notify::{PathOp, Watcher};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # std::fs::create_dir(dir.path().join("a"))?;
+    /// # std::fs::create_dir(dir.path().join("b"))?;
+    /// let mut watcher = notify::recommended_watcher(|_event| { /* event handler */ })?;
+    /// watcher.update_paths(vec![
+    ///     PathOp::watch_non_recursive(dir.path().join("a")),
+    ///     PathOp::watch_non_recursive(dir.path().join("b")),
+    /// ])?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn update_paths(&mut self, ops: Vec<PathOp>) -> StdResult<(), UpdatePathsError> {
+        update_paths(ops, |op| match op {
+            PathOp::Watch(path, config) => self
+                .watch_with(&path, config.clone())
+                .map_err(|e| (PathOp::Watch(path, config), e)),
+            PathOp::Unwatch(path) => self.unwatch(&path).map_err(|e| (PathOp::Unwatch(path), e)),
+        })
+    }
+
     /// Add/remove paths to watch.
     ///
     /// For some watcher implementations this method provides better performance than multiple calls to [`Watcher::watch`] and [`Watcher::unwatch`] if you want to add/remove many paths at once.
@@ -443,6 +483,24 @@ where
 {
     // All recommended watchers currently implement `new`, so just call that.
     RecommendedWatcher::new(event_handler, Config::default())
+}
+
+/// Applies `ops` in order with `apply`, stopping at the first failure.
+pub(crate) fn update_paths<F>(ops: Vec<PathOp>, mut apply: F) -> StdResult<(), UpdatePathsError>
+where
+    F: FnMut(PathOp) -> StdResult<(), (PathOp, Error)>,
+{
+    let mut iter = ops.into_iter();
+    while let Some(op) = iter.next() {
+        if let Err((error_op, source)) = apply(op) {
+            return Err(UpdatePathsError {
+                source,
+                origin: Some(error_op),
+                remaining: iter.collect(),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

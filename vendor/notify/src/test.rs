@@ -276,6 +276,13 @@ impl Default for ChannelConfig {
     }
 }
 
+impl ChannelConfig {
+    pub fn with_watcher_config(mut self, watcher_config: Config) -> Self {
+        self.watcher_config = watcher_config;
+        self
+    }
+}
+
 /// Simplify [`Watcher`] methods call: unwrap them and etc.
 pub struct TestWatcher<W> {
     pub watcher: W,
