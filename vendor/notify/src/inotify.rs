@@ -92,9 +92,37 @@ struct EventLoop {
     /// `watches`.
     paths: HashMap<i32, Arc<Path>>,
     rename_event: Option<Event>,
+    /// Watched paths reported moved (`IN_MOVED_FROM`) whose move is not settled yet.
+    pending_moves: Vec<PendingMove>,
     follow_links: bool,
     event_kinds: EventKindMask,
 }
+
+/// A watched path reported moved by an `IN_MOVED_FROM`.
+///
+/// inotify watches follow inodes, so a path moved within the watched tree keeps its watches, and
+/// those of everything below it: only the paths they are known by change. A move is settled
+/// either way once it is certain: by the `IN_MOVE_SELF` of its own watch when the watch asked for
+/// it (explicitly watched paths do), which the kernel queues after the `IN_MOVED_TO` of the same
+/// rename, so that an `IN_MOVED_FROM` and its `IN_MOVED_TO` read apart are still paired, and only
+/// the inode that really moved is re-keyed; otherwise by the `IN_MOVED_TO` with the same cookie,
+/// or, without one, by the end of the batch of events read together.
+#[derive(Debug)]
+struct PendingMove {
+    cookie: u32,
+    from: PathBuf,
+    /// The descriptor watching `from`.
+    wd: i32,
+    /// Where it went, once its `IN_MOVED_TO` came (settled by its `IN_MOVE_SELF`).
+    to: Option<PathBuf>,
+    /// Whether its watch reports `IN_MOVE_SELF`, which then settles it.
+    until_self: bool,
+}
+
+/// How many unsettled moves are remembered at most. An `IN_MOVED_FROM` of a watched path whose
+/// `IN_MOVE_SELF` never comes was the move of another inode than the watched one (the path was
+/// reused meanwhile): nothing is to be done for it, and the oldest such are forgotten.
+const MAX_PENDING_MOVES: usize = 1024;
 
 /// Watcher implementation based on inotify
 #[derive(Debug)]
@@ -170,6 +198,7 @@ impl EventLoop {
             watches: BTreeMap::new(),
             paths: HashMap::new(),
             rename_event: None,
+            pending_moves: Vec::new(),
             follow_links: config.follow_symlinks(),
             event_kinds: config.event_kinds(),
         };
@@ -256,6 +285,9 @@ impl EventLoop {
     }
 
     fn update_paths(&mut self, ops: Vec<PathOp>) -> std::result::Result<(), UpdatePathsError> {
+        // Every event queued before the call is handed over first, so that when `update_paths`
+        // returns, the handler has them all: an empty batch is a barrier.
+        self.handle_inotify();
         let mut applied = 0;
         crate::update_paths(ops, |op| {
             let result = match &op {
@@ -295,6 +327,20 @@ impl EventLoop {
                             if event.mask.contains(EventMask::Q_OVERFLOW) {
                                 let ev = Ok(Event::new(EventKind::Other).set_flag(Flag::Rescan));
                                 self.event_handler.handle_event(ev);
+                                // The events that would settle them may be lost.
+                                for m in self.pending_moves.drain(..) {
+                                    match m.to {
+                                        Some(to) => Self::rekey(
+                                            &mut self.watches,
+                                            &mut self.paths,
+                                            inotify,
+                                            &m.from,
+                                            &to,
+                                            [&mut remove_watches, &mut add_watches],
+                                        ),
+                                        None => remove_watches.push(m.from),
+                                    }
+                                }
                             }
 
                             let path = match event.name {
@@ -319,7 +365,20 @@ impl EventLoop {
                             let mut evs = Vec::new();
 
                             if event.mask.contains(EventMask::MOVED_FROM) {
-                                remove_watch_by_event(&path, &self.watches, &mut remove_watches);
+                                if let Some((wd, mask, _, _)) = self.watches.get(path.as_path()) {
+                                    let m = PendingMove {
+                                        cookie: event.cookie,
+                                        from: path.clone(),
+                                        wd: wd.get_watch_descriptor_id(),
+                                        to: None,
+                                        until_self: mask.contains(WatchMask::MOVE_SELF),
+                                    };
+                                    self.pending_moves.retain(|p| p.from != path);
+                                    if self.pending_moves.len() >= MAX_PENDING_MOVES {
+                                        self.pending_moves.remove(0);
+                                    }
+                                    self.pending_moves.push(m);
+                                }
 
                                 let event = Event::new(EventKind::Modify(ModifyKind::Name(
                                     RenameMode::From,
@@ -353,6 +412,25 @@ impl EventLoop {
                                     );
                                 }
                                 add_watch_by_event(&path, &event, &self.watches, &mut add_watches);
+                                let moved = self
+                                    .pending_moves
+                                    .iter()
+                                    .position(|m| m.cookie == event.cookie && m.to.is_none());
+                                if let Some(i) = moved {
+                                    if self.pending_moves[i].until_self {
+                                        self.pending_moves[i].to = Some(path.clone());
+                                    } else {
+                                        let m = self.pending_moves.remove(i);
+                                        Self::rekey(
+                                            &mut self.watches,
+                                            &mut self.paths,
+                                            inotify,
+                                            &m.from,
+                                            &path,
+                                            [&mut remove_watches, &mut add_watches],
+                                        );
+                                    }
+                                }
                             }
                             if event.mask.contains(EventMask::MOVE_SELF) {
                                 evs.push(
@@ -361,9 +439,28 @@ impl EventLoop {
                                     )))
                                     .add_path(path.clone()),
                                 );
-                                // TODO stat the path and get to new path
-                                // - emit To and Both events
-                                // - change prefix for further events
+                                let wd = event.wd.get_watch_descriptor_id();
+                                let moved = self
+                                    .pending_moves
+                                    .iter()
+                                    .position(|m| m.until_self && m.wd == wd);
+                                if let Some(i) = moved {
+                                    let m = self.pending_moves.remove(i);
+                                    match m.to {
+                                        // Moved within the tree: its watches stay, known by the
+                                        // new paths from the next event on.
+                                        Some(to) => Self::rekey(
+                                            &mut self.watches,
+                                            &mut self.paths,
+                                            inotify,
+                                            &m.from,
+                                            &to,
+                                            [&mut remove_watches, &mut add_watches],
+                                        ),
+                                        // Moved out of it.
+                                        None => remove_watches.push(m.from),
+                                    }
+                                }
                             }
                             if event.mask.contains(EventMask::CREATE) {
                                 evs.push(
@@ -469,6 +566,17 @@ impl EventLoop {
                 }
             }
         }
+
+        // A move of a path whose watch reports no IN_MOVE_SELF is settled by the end of the batch:
+        // without its IN_MOVED_TO, it left the watched tree. The others wait for their
+        // IN_MOVE_SELF, while their watch exists.
+        let paths = &self.paths;
+        self.pending_moves.retain(|m| {
+            if !m.until_self {
+                remove_watches.push(m.from.clone());
+            }
+            m.until_self && paths.contains_key(&m.wd)
+        });
 
         for path in remove_watches {
             // Both IN_DELETE and IN_DELETE_SELF report a deleted directory, and the removal of
@@ -627,6 +735,60 @@ impl EventLoop {
             .take_while(|p| p.starts_with(path))
             .cloned()
             .collect()
+    }
+
+    /// Re-keys the watches of `from` and of everything below it to `to`, where it was moved: the
+    /// kernel's watches follow the inodes, so only the paths change. O(k log n) for k watches
+    /// moved among n. Watches that `to` had (a directory replaced by the rename) are removed, and
+    /// so are paths queued for removal or addition in the same batch (`queued`) re-keyed.
+    fn rekey(
+        watches: &mut BTreeMap<Arc<Path>, (WatchDescriptor, WatchMask, bool, bool)>,
+        paths: &mut HashMap<i32, Arc<Path>>,
+        inotify: &Inotify,
+        from: &Path,
+        to: &Path,
+        queued: [&mut Vec<PathBuf>; 2],
+    ) {
+        if from == to || to.starts_with(from) || from.starts_with(to) {
+            // A directory cannot be moved into itself or over one of its ancestors.
+            return;
+        }
+        let at_or_below = |watches: &BTreeMap<Arc<Path>, _>, p: &Path| -> Vec<Arc<Path>> {
+            let mut v: Vec<Arc<Path>> = watches
+                .get_key_value(p)
+                .map(|(k, _)| k.clone())
+                .into_iter()
+                .collect();
+            v.extend(Self::watches_below(watches, p));
+            v
+        };
+        let mut inotify_watches = inotify.watches();
+        for p in at_or_below(watches, to) {
+            if let Some((w, _, _, _)) = watches.remove(&p) {
+                paths.remove(&w.get_watch_descriptor_id());
+                Self::remove_single_descriptor(&mut inotify_watches, w);
+            }
+        }
+        let moved_to = |p: &Path| match p.strip_prefix(from) {
+            Ok(rest) if rest.as_os_str().is_empty() => Some(to.to_path_buf()),
+            Ok(rest) => Some(to.join(rest)),
+            Err(_) => None,
+        };
+        for p in at_or_below(watches, from) {
+            let (Some(watch), Some(new)) = (watches.remove(&p), moved_to(&p)) else {
+                continue;
+            };
+            let new: Arc<Path> = Arc::from(new);
+            paths.insert(watch.0.get_watch_descriptor_id(), new.clone());
+            watches.insert(new, watch);
+        }
+        for list in queued {
+            for p in list.iter_mut() {
+                if let Some(new) = moved_to(p) {
+                    *p = new;
+                }
+            }
+        }
     }
 
     /// As long as we use the `inotify` crate its behaviour is specified by the documentation of
@@ -821,6 +983,7 @@ mod tests {
     };
 
     use super::{Config, Error, ErrorKind, Event, INotifyWatcher, RecursiveMode, Result, Watcher};
+    use crate::event::{CreateKind, EventKind, ModifyKind, RenameMode};
 
     use crate::test::*;
 
@@ -906,8 +1069,9 @@ mod tests {
     }
 
     #[test]
-    fn moving_a_directory_away_removes_the_watches_of_its_subtree_only() {
+    fn moving_a_directory_out_of_the_tree_removes_the_watches_of_its_subtree_only() {
         let tmpdir = testdir();
+        let outside = testdir();
         let root = tmpdir.path();
         let dirs: Vec<PathBuf> = [
             "", "a", "a/b", "a/b/c", "a/b/c/d", "a/b c", "a/b-c", "a/b-c/d", "a/b.c", "a/bc",
@@ -923,7 +1087,7 @@ mod tests {
         assert_eq!(kernel_watch_masks(&event_loop).len(), dirs.len());
 
         // Moved, the directories still exist: only notify can remove their watches.
-        std::fs::rename(root.join("a/b"), root.join("moved")).expect("rename");
+        std::fs::rename(root.join("a/b"), outside.path().join("moved")).expect("rename");
         event_loop.handle_inotify();
 
         let expected: Vec<PathBuf> = ["", "a", "a/b c", "a/b-c", "a/b-c/d", "a/b.c", "a/bc"]
@@ -932,6 +1096,212 @@ mod tests {
             .collect();
         assert_eq!(watched(&event_loop), expected);
         assert_eq!(kernel_watch_masks(&event_loop).len(), expected.len());
+    }
+
+    #[test]
+    fn update_paths_first_hands_over_the_events_already_queued() {
+        use crate::EventKindMask;
+        let tmpdir = testdir();
+        let (mut event_loop, rx) =
+            event_loop(&Config::default().with_event_kinds(EventKindMask::CORE));
+        watch_each(&mut event_loop, &[tmpdir.path().to_path_buf()]);
+        for i in 0..100 {
+            std::fs::File::create(tmpdir.path().join(format!("f{i}"))).expect("create");
+        }
+        assert!(rx.try_recv().is_err(), "nothing was read yet");
+
+        event_loop.update_paths(Vec::new()).expect("an empty batch");
+
+        let created = rx
+            .try_iter()
+            .filter(|e| matches!(e, Ok(e) if e.kind == EventKind::Create(CreateKind::File)))
+            .count();
+        assert_eq!(created, 100);
+    }
+
+    #[test]
+    fn an_empty_update_paths_is_a_barrier_for_the_events_queued_before_it() {
+        let tmpdir = testdir();
+        let (tx, rx) = mpsc::channel();
+        let mut watcher = INotifyWatcher::new(tx, Config::default()).expect("watcher");
+        watcher
+            .watch(tmpdir.path(), RecursiveMode::NonRecursive)
+            .expect("watch");
+        for i in 0..1000 {
+            std::fs::File::create(tmpdir.path().join(format!("f{i}"))).expect("create");
+        }
+
+        watcher.update_paths(Vec::new()).expect("an empty batch");
+
+        // No waiting: every event queued before the call is in the channel.
+        let created: std::collections::HashSet<PathBuf> = rx
+            .try_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.kind == EventKind::Create(CreateKind::File))
+            .flat_map(|e| e.paths)
+            .collect();
+        assert_eq!(created.len(), 1000);
+    }
+
+    /// The kernel's watch descriptors, by the path notify knows them by.
+    fn descriptors(event_loop: &super::EventLoop) -> Vec<(PathBuf, i32)> {
+        event_loop
+            .watches
+            .iter()
+            .map(|(p, (w, _, _, _))| (p.to_path_buf(), w.get_watch_descriptor_id()))
+            .collect()
+    }
+
+    #[test]
+    fn a_directory_moved_within_the_tree_keeps_its_watches_under_the_new_path() {
+        let tmpdir = testdir();
+        let root = tmpdir.path();
+        let dirs: Vec<PathBuf> = ["", "a", "a/b", "a/b/c", "a-c", "x"]
+            .iter()
+            .map(|d| root.join(d))
+            .collect();
+        for dir in &dirs {
+            std::fs::create_dir_all(dir).expect("create_dir_all");
+        }
+        let (mut event_loop, rx) = event_loop(&Config::default());
+        watch_each(&mut event_loop, &dirs);
+        let before = descriptors(&event_loop);
+        let wd = |list: &[(PathBuf, i32)], p: &str| {
+            list.iter()
+                .find(|(q, _)| q == &root.join(p))
+                .map(|(_, w)| *w)
+        };
+
+        std::fs::rename(root.join("a"), root.join("x/moved")).expect("rename");
+        event_loop.handle_inotify();
+
+        // The same kernel watches, known by the new paths.
+        let after = descriptors(&event_loop);
+        let expected: Vec<PathBuf> = ["", "a-c", "x", "x/moved", "x/moved/b", "x/moved/b/c"]
+            .iter()
+            .map(|d| root.join(d))
+            .collect();
+        assert_eq!(watched(&event_loop), expected);
+        assert_eq!(kernel_watch_masks(&event_loop).len(), dirs.len());
+        for (old, new) in [
+            ("a", "x/moved"),
+            ("a/b", "x/moved/b"),
+            ("a/b/c", "x/moved/b/c"),
+        ] {
+            assert_eq!(wd(&before, old), wd(&after, new), "{old} -> {new}");
+        }
+        // The rename is reported as before: From, To, Both, and the watch's own From.
+        let events: Vec<(EventKind, Vec<PathBuf>, Option<usize>)> = rx
+            .try_iter()
+            .map(|e| e.expect("event"))
+            .filter(|e| matches!(e.kind, EventKind::Modify(ModifyKind::Name(_))))
+            .map(|e| (e.kind, e.paths.clone(), e.tracker()))
+            .collect();
+        let (a, moved) = (root.join("a"), root.join("x/moved"));
+        let cookie = events[0].2;
+        assert!(cookie.is_some());
+        assert_eq!(
+            events,
+            [
+                (
+                    EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+                    vec![a.clone()],
+                    cookie
+                ),
+                (
+                    EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                    vec![moved.clone()],
+                    cookie
+                ),
+                (
+                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+                    vec![a.clone(), moved.clone()],
+                    cookie
+                ),
+                (
+                    EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+                    vec![a],
+                    None
+                ),
+            ]
+        );
+
+        // Events below it come with the new paths.
+        std::fs::create_dir(root.join("x/moved/b/c/new")).expect("create_dir");
+        event_loop.handle_inotify();
+        let created: Vec<PathBuf> = rx
+            .try_iter()
+            .map(|e| e.expect("event"))
+            .filter(|e| e.kind == EventKind::Create(CreateKind::Folder))
+            .flat_map(|e| e.paths)
+            .collect();
+        assert_eq!(created, [root.join("x/moved/b/c/new")]);
+    }
+
+    #[test]
+    fn a_directory_moved_over_an_empty_one_replaces_its_watch() {
+        let tmpdir = testdir();
+        let root = tmpdir.path();
+        let dirs: Vec<PathBuf> = ["", "b", "b/sub", "empty"]
+            .iter()
+            .map(|d| root.join(d))
+            .collect();
+        for dir in &dirs {
+            std::fs::create_dir_all(dir).expect("create_dir_all");
+        }
+        let (mut event_loop, _rx) = event_loop(&Config::default());
+        watch_each(&mut event_loop, &dirs);
+        let b = descriptors(&event_loop)
+            .into_iter()
+            .find(|(p, _)| p == &root.join("b"))
+            .map(|(_, w)| w);
+
+        std::fs::rename(root.join("b"), root.join("empty")).expect("rename");
+        event_loop.handle_inotify();
+
+        assert_eq!(
+            watched(&event_loop),
+            [
+                root.to_path_buf(),
+                root.join("empty"),
+                root.join("empty/sub")
+            ]
+        );
+        assert_eq!(kernel_watch_masks(&event_loop).len(), 3);
+        let empty = descriptors(&event_loop)
+            .into_iter()
+            .find(|(p, _)| p == &root.join("empty"))
+            .map(|(_, w)| w);
+        assert_eq!(empty, b);
+    }
+
+    #[test]
+    fn a_watcher_reports_events_in_a_moved_directory_under_its_new_path() {
+        let tmpdir = testdir();
+        let root = tmpdir.path();
+        std::fs::create_dir_all(root.join("a/b")).expect("create_dir_all");
+        let (tx, rx) = mpsc::channel();
+        let mut watcher = INotifyWatcher::new(tx, Config::default()).expect("watcher");
+        watcher
+            .update_paths(
+                [root.to_path_buf(), root.join("a"), root.join("a/b")]
+                    .into_iter()
+                    .map(super::PathOp::watch_non_recursive)
+                    .collect(),
+            )
+            .expect("update_paths");
+
+        std::fs::rename(root.join("a"), root.join("z")).expect("rename");
+        std::fs::create_dir(root.join("z/b/new")).expect("create_dir");
+        watcher.update_paths(Vec::new()).expect("barrier");
+
+        let created: Vec<PathBuf> = rx
+            .try_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.kind == EventKind::Create(CreateKind::Folder))
+            .flat_map(|e| e.paths)
+            .collect();
+        assert_eq!(created, [root.join("z/b/new")]);
     }
 
     #[test]
