@@ -134,9 +134,29 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(args: &[OsString], log: &Path) -> Daemon {
+        Daemon::start_with(&[], &[], args, log)
+    }
+
+    /// [`Daemon::start`] under `prefix` (a command that execs the rest,
+    /// such as `setpriv ...`, so the pid stays syncd's), with `env` added.
+    pub fn start_with(
+        prefix: &[&str],
+        env: &[(&str, &str)],
+        args: &[OsString],
+        log: &Path,
+    ) -> Daemon {
         let f = fs::File::create(log).unwrap();
-        let child = Command::new(bin())
+        let mut cmd = match prefix.split_first() {
+            Some((p, rest)) => {
+                let mut c = Command::new(p);
+                c.args(rest).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let child = cmd
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(f.try_clone().unwrap())
             .stderr(f)
@@ -257,6 +277,74 @@ pub fn wait_drained(state: &Path, within: Duration) {
             .as_array()
             .is_some_and(|ds| ds.iter().all(|d| d["pending"] == 0))
     });
+}
+
+/// `syncd status --json --state-dir DIR` parsed (whatever its exit status).
+pub fn status_json(state: &Path) -> serde_json::Value {
+    let out = syncd(&[
+        "status".as_ref(),
+        "--json".as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+    ]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status prints JSON: {e}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The inotify watches the process `pid` holds: the `inotify wd:` lines of
+/// the fdinfo of each of its descriptors that is an inotify instance.
+pub fn watch_count(pid: u32) -> usize {
+    let mut n = 0;
+    for fd in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let inotify = fs::read_link(fd.path())
+            .is_ok_and(|l| l.as_os_str().as_bytes() == b"anon_inode:inotify");
+        if inotify {
+            let info = fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .unwrap_or_default();
+            n += info
+                .lines()
+                .filter(|l| l.starts_with("inotify wd:"))
+                .count();
+        }
+    }
+    n
+}
+
+/// The directories of a tree, itself included, but those (relative paths)
+/// that `skip` names and everything below them.
+pub fn dirs_in(root: &Path, skip: impl Fn(&[u8]) -> bool) -> usize {
+    let mut n = 1;
+    let mut stack = vec![(PathBuf::new(), root.to_path_buf())];
+    while let Some((rel, abs)) = stack.pop() {
+        for e in fs::read_dir(&abs).unwrap().flatten() {
+            if !e.file_type().unwrap().is_dir() {
+                continue;
+            }
+            let r = rel.join(e.file_name());
+            if skip(r.as_os_str().as_bytes()) {
+                continue;
+            }
+            n += 1;
+            stack.push((r, e.path()));
+        }
+    }
+    n
+}
+
+/// The children of a process (the syncd that `unshare --fork` started).
+pub fn children(pid: u32) -> Vec<u32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 /// `syncd queue inspect --json --state-dir DIR` parsed.

@@ -43,6 +43,16 @@ fn unshared(
         .expect("unshare")
 }
 
+/// The syncd that `unshare --fork` (`child`) runs, once it started.
+fn syncd_in(child: &std::process::Child) -> u32 {
+    let mut pid = None;
+    wait_until("syncd started in the namespace", T, || {
+        pid = children(child.id()).first().copied();
+        pid.is_some()
+    });
+    pid.unwrap()
+}
+
 #[test]
 fn out_of_watches_at_start_is_a_clear_error_naming_the_sysctl() {
     let dir = Dir::new();
@@ -59,24 +69,85 @@ fn out_of_watches_at_start_is_a_clear_error_naming_the_sysctl() {
 }
 
 #[test]
-fn out_of_watches_at_run_time_is_logged_and_new_directories_still_reach_the_mirror() {
+fn out_of_watches_at_run_time_syncs_the_directories_then_watches_them_once_raised() {
     let dir = Dir::new();
     let log = dir.root.join("limit.log");
     let mut child = unshared(12, &dir.run_args("0.3"), &log);
     let read = || fs::read_to_string(&log).unwrap_or_default();
     wait_until("syncd watching in the namespace", T, || {
-        read().contains("watching")
+        read().contains("watching /")
     });
     for i in 0..30 {
-        dir.write(format!("n{i}/f"), "x");
+        dir.write(format!("n{i:02}/f"), "x");
     }
+    // Synced whole at once, although not watched.
     dir.wait_mirror(T);
-    let text = read();
-    assert!(text.contains("fs.inotify.max_user_watches"), "{text}");
-    assert!(text.contains("full sync every"), "{text}");
-    // unshare's --kill-child ends syncd with it.
+    assert!(
+        read().contains("fs.inotify.max_user_watches="),
+        "{}",
+        read()
+    );
+
+    // A change in an unwatched directory has no event; raising the limit
+    // lets the next retry watch them all and sync them once more.
+    dir.write("n29/while-unwatched", "y");
+    let pid = syncd_in(&child).to_string();
+    let raised = Command::new("nsenter")
+        .args(["-t", &pid, "-U", "sh", "-c"])
+        .arg("echo 1000 > /proc/sys/user/max_inotify_watches")
+        .status()
+        .unwrap();
+    assert!(raised.success());
+    dir.wait_mirror(Duration::from_secs(70));
+    assert!(
+        read().contains("now; it is synced whole once more"),
+        "{}",
+        read()
+    );
+    // And now its changes come by events.
+    dir.write("n29/watched", "z");
+    dir.wait_mirror(T);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn a_directory_of_ten_thousand_renamed_then_deleted_leaves_the_watch_set_exact() {
+    let dir = Dir::new();
+    for i in 0..100 {
+        for j in 0..100 {
+            fs::create_dir_all(dir.s(format!("big/a{i}/b{j}"))).unwrap();
+        }
+    }
+    dir.write("big/a5/b5/f", "1");
+    dir.write("keep/cache/deep/x", "excluded");
+    let excluded = |p: &[u8]| {
+        let p = String::from_utf8_lossy(p);
+        p == "cache" || p.ends_with("/cache") || p.contains("cache/")
+    };
+    let d = dir.start("0.3", &["--exclude", "cache/"]);
+    d.wait_log("watching /", T);
+    wait_mirror_except(&dir.src(), &dir.dst(), excluded, T);
+    d.wait_log("] synced", T);
+    let exact = |what: &str| {
+        let want = dirs_in(&dir.src(), excluded);
+        wait_until(what, T, || watch_count(d.pid() as u32) == want);
+    };
+    exact("the start watches every directory but the excluded");
+    assert_eq!(watch_count(d.pid() as u32), 10_103);
+
+    fs::rename(dir.s("big"), dir.s("big-moved")).unwrap();
+    // Seen by the watches that moved with it: none was dropped or added.
+    dir.write("big-moved/a5/b5/g", "2");
+    fs::create_dir(dir.s("big-moved/a99/b99/new")).unwrap();
+    wait_mirror_except(&dir.src(), &dir.dst(), excluded, T);
+    exact("the moved tree keeps exactly its watches");
+
+    fs::remove_dir_all(dir.s("big-moved")).unwrap();
+    wait_mirror_except(&dir.src(), &dir.dst(), excluded, T);
+    exact("no stale watch after the deletion");
+    assert_eq!(watch_count(d.pid() as u32), 2, "the root and keep");
+    assert!(d.stop().success());
 }
 
 fn expect_fatal(dir: &Dir, d: Daemon, needle: &str) {

@@ -65,7 +65,7 @@ pub fn run(cfg: RunConfig, out: &mut dyn Write) -> Result<()> {
             default(timeout) => {}
         }
         let now = Instant::now();
-        intake.tick(now);
+        intake.tick(now)?;
         if intake.window.due(now) {
             intake.settle(&fs_rx)?;
             let window = &mut intake.window;

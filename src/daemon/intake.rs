@@ -3,10 +3,10 @@
 //! One implementation serves the daemon and the dry run, so both react to
 //! every kind of change the same way: an entry joins the window, a file
 //! opened or closed for writing is marked, a kernel queue overflow queues
-//! a full sync and rebuilds the watch set, a watch limit degrades the watch
-//! (the unwatched part gets a periodic full sync), and a lost root ends the
-//! run. It owns nothing durable: what it collects is committed by the
-//! caller.
+//! a full sync and rebuilds the watch set, a directory that cannot be
+//! watched is synced whole (the watch lists and retries it), and a lost
+//! root or a stopped watcher ends the run. It owns nothing durable: what it
+//! collects is committed by the caller.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,20 +45,23 @@ impl Intake {
     ) -> Result<(Intake, Option<Scanner>)> {
         let filter = cfg.filter.clone();
         let exclude: watch::Exclude = Arc::new(move |p: &[u8], dir| filter.excluded(p, dir));
-        let (watch, scanned) = Watch::start_scanning(&cfg.source.root, tx, exclude, scan)?;
+        let (mut watch, scanned) = Watch::start_scanning(&cfg.source.root, tx, exclude, scan)?;
+        watch.set_moves_keep_excludes(cfg.filter.names_only());
+        let found = watch.take_found();
         let window = Aggregator::new(
             cfg.delay,
             cfg.window_cap,
             cfg.workers.full_threshold,
             cfg.hold,
         );
-        let intake = Intake {
+        let mut intake = Intake {
             watch,
             window,
             root: cfg.source.root.clone(),
             scan_trusted: ctime_trust(&cfg.source.root).is_ok(),
             known_ms: 0,
         };
+        intake.apply(found, true)?;
         Ok((intake, scanned))
     }
 
@@ -69,10 +72,15 @@ impl Intake {
 
     /// Feeds one raw event into the window. With `live` (not while
     /// stopping), an overflow also rebuilds the watch set. Fails when the
-    /// root is lost or cannot be watched again.
+    /// root is lost, cannot be watched again, or notify's thread is gone.
     pub fn absorb(&mut self, raw: RawEvent, live: bool) -> Result<()> {
+        let changes = self.watch.interpret(raw);
+        self.apply(changes, live)
+    }
+
+    fn apply(&mut self, changes: Vec<Change>, live: bool) -> Result<()> {
         let now = Instant::now();
-        for change in self.watch.interpret(raw) {
+        for change in changes {
             match change {
                 Change::Entry(e) => {
                     log::trace!("event: {} {}", e.kind.name(), escape(&e.path));
@@ -93,12 +101,13 @@ impl Intake {
                 Change::Error(msg) => log::error!("{msg}"),
                 Change::Limit(msg) => {
                     log::error!(
-                        "{msg}; until then the unwatched directories are synced whole now and by \
-                         a full sync every {}s",
-                        watch::DEGRADED_RESCAN.as_secs()
+                        "{msg}; until then they are synced whole now and every {}s, and watching \
+                         them is retried every {}s",
+                        watch::unwatched::RESYNC.as_secs(),
+                        watch::unwatched::RETRY.as_secs()
                     );
-                    self.watch.degrade();
                 }
+                Change::WatcherStopped(msg) => return Err(Error::Watch(msg)),
                 Change::RootLost(how) => {
                     return Err(Error::RootLost {
                         path: self.root.clone(),
@@ -126,11 +135,14 @@ impl Intake {
                  queueing a full sync (raise fs.inotify.max_queued_events if this repeats)"
             );
             self.window.add(Entry::full(), now);
-            return self.watch.rebuild();
+            self.watch.rebuild()?;
+            let found = self.watch.take_found();
+            return self.apply(found, live);
         }
         let since = self.known_ms.saturating_sub(SLACK_MS);
         let began = Instant::now();
         let scanned = self.watch.rebuild_scanning(Some(Scanner::new(since)))?;
+        let unwatched = self.watch.take_found();
         let (found, stats) = scanned.map(Scanner::finish).unwrap_or_default();
         log::warn!(
             "the inotify queue overflowed: events were lost; rebuilt the watch and scanned for \
@@ -145,7 +157,7 @@ impl Intake {
         for e in found {
             self.window.add(e, now);
         }
-        Ok(())
+        self.apply(unwatched, live)
     }
 
     /// Reads every event of a change made until now into the window, and
@@ -154,7 +166,7 @@ impl Intake {
     /// wait in `rx`.
     pub fn settle(&mut self, rx: &Receiver<RawEvent>) -> Result<u64> {
         let now = crate::store::now_ms();
-        self.watch.flush_events();
+        self.watch.flush_events()?;
         while let Ok(ev) = rx.try_recv() {
             self.absorb(ev, true)?;
         }
@@ -192,13 +204,12 @@ impl Intake {
         })
     }
 
-    /// Queues the periodic full sync of a degraded watch when it is due.
-    pub fn tick(&mut self, now: Instant) {
-        if self.watch.next_rescan().is_some_and(|t| now >= t) {
-            log::warn!("part of the tree is not watched (inotify limits): periodic full sync");
-            self.window.add(Entry::full(), now);
-            self.watch.rescanned(now);
-        }
+    /// Runs the watch's timers: directories that could not be watched are
+    /// retried, and synced whole now and then. Fails when notify's thread
+    /// stopped.
+    pub fn tick(&mut self, now: Instant) -> Result<()> {
+        let changes = self.watch.tick(now);
+        self.apply(changes, true)
     }
 
     /// Queues a full sync of the whole tree (SIGHUP, or asked for).
@@ -207,9 +218,9 @@ impl Intake {
     }
 
     /// The earliest moment something here needs the main loop: the window
-    /// closing, or a degraded watch's periodic full sync.
+    /// closing, or a timer of the directories that are not watched.
     pub fn next_wake(&self) -> Option<Instant> {
-        [self.window.deadline(), self.watch.next_rescan()]
+        [self.window.deadline(), self.watch.next_wake()]
             .into_iter()
             .flatten()
             .min()

@@ -154,7 +154,7 @@ impl Daemon {
         loop {
             let now = Instant::now();
             watchdog.tick(now);
-            self.intake.tick(now);
+            self.intake.tick(now)?;
             if let (Some(at), Some(every)) = (self.next_full, self.cfg.full_sync_every) {
                 if now >= at {
                     log::info!(

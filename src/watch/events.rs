@@ -34,6 +34,9 @@ pub enum Change {
     Error(String),
     /// A directory could not be watched because an inotify limit was hit.
     Limit(String),
+    /// notify's thread is gone: no event will come any more. The message
+    /// says why and what happens next.
+    WatcherStopped(String),
     /// A writer has this file open: it created it (`O_CREAT`), and has not
     /// closed it yet.
     Writing(Vec<u8>),
@@ -197,11 +200,12 @@ fn on_disk(p: &Path, if_dir: Kind, otherwise: Kind) -> Kind {
     }
 }
 
-/// Whether an event only says that something was read: notify 8 watches
-/// IN_OPEN, so every open() in the tree, by any reader (rsync sending the
-/// file included), is an event. None of them changes the tree, so the
-/// watcher drops them in notify's callback, before they cost a channel
-/// send and the main loop's attention. A close after writing is kept.
+/// Whether an event only says that something was read: an open, a read or
+/// a close after reading. None of them changes the tree. The watcher asks
+/// the kernel for none of them (`watch::event_kinds`: notify's default
+/// would report every open() in the tree, rsync's included); this check in
+/// notify's callback is the second line, should one arrive anyway. A close
+/// after writing is kept.
 pub fn read_only(ev: &RawEvent) -> bool {
     matches!(ev, Ok(e) if matches!(e.kind, EventKind::Access(a)
         if a != AccessKind::Close(AccessMode::Write)))

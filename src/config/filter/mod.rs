@@ -176,6 +176,14 @@ impl Filter {
         self.rules.is_empty()
     }
 
+    /// Whether every rule matches a name alone (no `/` but a trailing one,
+    /// no `**`): then renaming or moving a directory cannot change whether
+    /// anything below it is excluded, since the names below it stay the
+    /// same. A rule matched against the path (`/build`, `a/b`, `**/x`) can.
+    pub fn names_only(&self) -> bool {
+        self.rules.iter().all(Rule::matches_name_only)
+    }
+
     /// Whether a root-relative path is excluded: it, or any of its
     /// ancestors (which are directories), matches a rule, as rsync, which
     /// does not descend into an excluded directory, would decide. `is_dir`

@@ -120,6 +120,11 @@ impl Rule {
         }
     }
 
+    /// Whether the rule looks at the last component of a name only.
+    pub(super) fn matches_name_only(&self) -> bool {
+        self.scope == Scope::LastComponent
+    }
+
     /// Whether the rule matches `name`, a path relative to the transfer
     /// root (no leading slash), by itself.
     pub(super) fn matches(&self, name: &[u8], is_dir: bool) -> bool {

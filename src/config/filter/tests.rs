@@ -272,3 +272,12 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn names_only_rules_cannot_change_by_a_move() {
+    assert!(filter(&[], "").names_only());
+    assert!(filter(&["*.tmp", "cache/", "node_modules"], "").names_only());
+    for p in ["/build", "a/b", "**/x", "a/**", "cache/**/x/"] {
+        assert!(!filter(&[p], "").names_only(), "{p}");
+    }
+}
