@@ -73,6 +73,7 @@ pub fn status(a: &StatusArgs, file: Option<&ConfigFile>, out: &mut dyn Write) ->
                 )),
                 healthy: false,
                 destinations: Vec::new(),
+                unwatched: None,
             },
             Some(msg),
         ),

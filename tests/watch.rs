@@ -69,7 +69,7 @@ fn out_of_watches_at_start_is_a_clear_error_naming_the_sysctl() {
 }
 
 #[test]
-fn out_of_watches_at_run_time_syncs_the_directories_then_watches_them_once_raised() {
+fn out_of_watches_at_run_time_lists_the_directories_and_watches_them_once_the_limit_is_raised() {
     let dir = Dir::new();
     let log = dir.root.join("limit.log");
     let mut child = unshared(12, &dir.run_args("0.3"), &log);
@@ -88,9 +88,41 @@ fn out_of_watches_at_run_time_syncs_the_directories_then_watches_them_once_raise
         read()
     );
 
+    let st = status_json(&dir.state());
+    let u = &st["unwatched"];
+    let count = u["count"].as_u64().unwrap();
+    assert!((19..=30).contains(&count), "{st}");
+    let paths: Vec<&str> = u["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(paths.len(), 10, "{st}");
+    assert!(paths.iter().all(|p| p.starts_with('n')), "{st}");
+    assert!(
+        u["reason"]
+            .as_str()
+            .unwrap()
+            .contains("out of inotify watches"),
+        "{st}"
+    );
+    assert_eq!(inspect(&dir.state())["unwatched"], *u);
+    let text = syncd(&[
+        "status".as_ref(),
+        "--state-dir".as_ref(),
+        dir.state().as_os_str(),
+    ]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!("WARNING: {count} directories are not watched")),
+        "{text}"
+    );
+
     // A change in an unwatched directory has no event; raising the limit
     // lets the next retry watch them all and sync them once more.
-    dir.write("n29/while-unwatched", "y");
+    let some = paths[9];
+    dir.write(format!("{some}/while-unwatched"), "y");
     let pid = syncd_in(&child).to_string();
     let raised = Command::new("nsenter")
         .args(["-t", &pid, "-U", "sh", "-c"])
@@ -98,17 +130,89 @@ fn out_of_watches_at_run_time_syncs_the_directories_then_watches_them_once_raise
         .status()
         .unwrap();
     assert!(raised.success());
-    dir.wait_mirror(Duration::from_secs(70));
+    wait_until("every directory watched", Duration::from_secs(70), || {
+        status_json(&dir.state())["unwatched"]["count"] == 0
+    });
+    dir.wait_mirror(T);
     assert!(
         read().contains("now; it is synced whole once more"),
         "{}",
         read()
     );
     // And now its changes come by events.
-    dir.write("n29/watched", "z");
+    dir.write(format!("{some}/watched"), "z");
     dir.wait_mirror(T);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn a_directory_the_daemon_may_not_read_is_listed_and_watched_once_a_chmod_allows_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new();
+    dir.write("open/f", "1");
+    dir.write("locked/inner/g", "2");
+    fs::set_permissions(dir.s("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+    // The daemon runs as nobody, on a tree it owns but for `locked`'s
+    // mode: as root (the tests' user) nothing is unreadable.
+    let st = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&dir.root)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
+    let d = Daemon::start_with(
+        &nobody,
+        &[],
+        &dir.run_args("0.3"),
+        &dir.root.join("nobody.log"),
+    );
+    d.wait_log("watching /", T);
+    d.wait_log("not watching", T);
+    assert!(
+        d.log()
+            .contains("locked: permission denied; it is synced whole now"),
+        "{}",
+        d.log()
+    );
+    let status = || {
+        let out = Command::new(nobody[0])
+            .args(&nobody[1..])
+            .arg(bin())
+            .args(["status", "--json", "--state-dir"])
+            .arg(dir.state())
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let u = &status()["unwatched"];
+    assert_eq!(u["count"], 1, "{u}");
+    assert_eq!(u["paths"][0], "locked", "{u}");
+    assert_eq!(u["reason"], "permission denied", "{u}");
+    wait_until("the readable part synced", T, || {
+        dir.dst().join("open/f").exists()
+    });
+
+    // Written while the daemon can see nothing of it; then a chmod lets it
+    // in: the directory's attribute change retries the watch at once.
+    dir.write("locked/inner/h", "3");
+    fs::set_permissions(dir.s("locked"), fs::Permissions::from_mode(0o755)).unwrap();
+    dir.wait_mirror(T);
+    assert_eq!(status()["unwatched"]["count"], 0);
+    assert!(
+        d.log().contains("locked now; it is synced whole once more"),
+        "{}",
+        d.log()
+    );
+    dir.write("locked/inner/later", "4");
+    dir.wait_mirror(T);
+    assert!(d.stop().success());
 }
 
 #[test]

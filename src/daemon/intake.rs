@@ -102,7 +102,7 @@ impl Intake {
                 Change::Limit(msg) => {
                     log::error!(
                         "{msg}; until then they are synced whole now and every {}s, and watching \
-                         them is retried every {}s",
+                         them is retried every {}s (`syncd status` lists them)",
                         watch::unwatched::RESYNC.as_secs(),
                         watch::unwatched::RETRY.as_secs()
                     );

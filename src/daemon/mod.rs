@@ -223,7 +223,9 @@ impl Daemon {
                         // A failed store is not read again (it may block).
                         let running = (!self.committer.poisoned())
                             .then(|| (self.outbox.store().as_ref(), self.outbox.workers()));
-                        self.control.answer(call, &self.cfg.dests, running);
+                        let unwatched = self.unwatched();
+                        self.control
+                            .answer(call, &self.cfg.dests, running, &unwatched);
                     }
                 },
             }
@@ -285,6 +287,19 @@ impl Daemon {
         }
         log::info!("stopped");
         Ok(())
+    }
+
+    /// What the watch cannot watch, for the reports.
+    fn unwatched(&self) -> crate::observe::status::Unwatched {
+        let u = self.intake.watch.unwatched();
+        crate::observe::status::Unwatched {
+            count: u.len() as u64,
+            paths: u
+                .first(crate::observe::status::UNWATCHED_LISTED)
+                .map(crate::changeset::escape)
+                .collect(),
+            reason: u.reasons(),
+        }
     }
 
     /// The metrics text, or `None` once the store failed.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::changeset::escape;
 use crate::error::Result;
 use crate::observe::logger::utc;
-use crate::observe::status::{Live, State};
+use crate::observe::status::{Live, State, Unwatched};
 use crate::store::record::DestStatus;
 use crate::store::{now_ms, Store};
 
@@ -84,6 +84,10 @@ pub struct PendingPath {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Inspection {
     pub destinations: Vec<Report>,
+    /// The directories the running daemon cannot watch; `null` when no
+    /// daemon answered.
+    #[serde(default)]
+    pub unwatched: Option<Unwatched>,
 }
 
 /// Builds the report of one destination. `live` is the worker's state when
@@ -193,6 +197,10 @@ pub struct StatusReport {
     /// when `syncd status` exits 0.
     pub healthy: bool,
     pub destinations: Vec<Health>,
+    /// The directories the running daemon cannot watch; `null` when no
+    /// daemon runs.
+    #[serde(default)]
+    pub unwatched: Option<Unwatched>,
 }
 
 /// The daemon that answered.
@@ -303,7 +311,8 @@ pub fn health(r: Report, live: Option<&Live>, running: bool, max_failures: u32) 
 /// Writes an inspection as a table.
 pub fn write_table(out: &mut dyn Write, ins: &Inspection) -> std::io::Result<()> {
     if ins.destinations.is_empty() {
-        return writeln!(out, "no destinations in this store");
+        writeln!(out, "no destinations in this store")?;
+        return write_unwatched(out, ins.unwatched.as_ref());
     }
     writeln!(
         out,
@@ -337,7 +346,30 @@ pub fn write_table(out: &mut dyn Write, ins: &Inspection) -> std::io::Result<()>
             }
         }
     }
-    Ok(())
+    write_unwatched(out, ins.unwatched.as_ref())
+}
+
+/// The line about unwatched directories, when there are some.
+fn write_unwatched(out: &mut dyn Write, u: Option<&Unwatched>) -> std::io::Result<()> {
+    let Some(u) = u.filter(|u| u.count > 0) else {
+        return Ok(());
+    };
+    let more = match u.count.saturating_sub(u.paths.len() as u64) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    writeln!(
+        out,
+        "WARNING: {} directories are not watched ({}): {}{more}; changes in them are found by \
+         a periodic sync of each, not by events, until watching them succeeds",
+        u.count,
+        one_line(u.reason.as_deref().unwrap_or("unknown")),
+        u.paths
+            .iter()
+            .map(|p| shown(p))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// Writes a status report: a line about the daemon, then one line per
@@ -354,6 +386,7 @@ pub fn write_status(out: &mut dyn Write, s: &StatusReport) -> std::io::Result<()
         )?,
         None => writeln!(out, "syncd is not running (state {})", s.state_dir)?,
     }
+    write_unwatched(out, s.unwatched.as_ref())?;
     for h in &s.destinations {
         writeln!(out, "{:<16} {}", h.name, describe(h))?;
         if let Some(d) = h.delivered_unix_ms {
@@ -537,6 +570,43 @@ mod tests {
     }
 
     #[test]
+    fn unwatched_directories_are_reported_on_one_line_and_in_json() {
+        let s = StatusReport {
+            daemon: None,
+            state_dir: "/s".into(),
+            healthy: false,
+            destinations: Vec::new(),
+            unwatched: Some(Unwatched {
+                count: 12,
+                paths: vec![escape(b"a\nb"), "c".into()],
+                reason: Some("permission denied".into()),
+            }),
+        };
+        let mut out = Vec::new();
+        write_status(&mut out, &s).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(
+            text.contains(
+                "WARNING: 12 directories are not watched (permission denied): a\\x0ab, c and \
+                 10 more;"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["unwatched"]["count"], 12);
+        assert_eq!(json["unwatched"]["paths"][1], "c");
+        assert_eq!(json["unwatched"]["reason"], "permission denied");
+        let none = StatusReport {
+            unwatched: Some(Unwatched::default()),
+            ..s
+        };
+        let mut out = Vec::new();
+        write_status(&mut out, &none).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
+    }
+
+    #[test]
     fn an_entry_with_a_newline_stays_on_its_line() {
         let mut r = rep(0, "in_sync", 1);
         r.entries = Some(vec![PendingPath {
@@ -550,6 +620,7 @@ mod tests {
             &mut out,
             &Inspection {
                 destinations: vec![r],
+                unwatched: None,
             },
         )
         .unwrap();

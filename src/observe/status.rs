@@ -1,6 +1,8 @@
 //! What a destination is doing, as the workers publish it and the
 //! observers read it: the state, the live figures, the run counters and a
-//! full sync's progress, and the commands the main loop sends a worker.
+//! full sync's progress, and the commands the main loop sends a worker;
+//! and the directories the daemon cannot watch, as the main loop fills
+//! them in for the reports.
 //!
 //! This is the one module both sides of the daemon share, so it is a leaf:
 //! it imports only the core types and the store's persisted status, and
@@ -86,6 +88,25 @@ pub struct WorkerLink {
     pub name: String,
     pub live: Arc<Mutex<Live>>,
     pub tx: crossbeam_channel::Sender<Cmd>,
+}
+
+/// How many unwatched directories the reports list by name.
+pub const UNWATCHED_LISTED: usize = 10;
+
+/// The directories of SOURCE the running daemon cannot watch (each with
+/// everything below it), for `syncd status` and `queue inspect`. Plain
+/// data: the main loop fills it in from its watch. The JSON field names
+/// are part of the status contract.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Unwatched {
+    /// How many directories are not watched.
+    pub count: u64,
+    /// The first [`UNWATCHED_LISTED`], in path order, relative to SOURCE,
+    /// escaped.
+    pub paths: Vec<String>,
+    /// Why, in words (several reasons joined with "; "); `null` when none
+    /// is unwatched.
+    pub reason: Option<String>,
 }
 
 /// A full sync's progress, as `syncd status` shows it and the log prints

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::observe::inspect::{
     self, DaemonInfo, Inspection, Report, StatusReport, STOPPED, UNCONFIGURED,
 };
-use crate::observe::status::{Cmd, Live, WorkerLink};
+use crate::observe::status::{Cmd, Live, Unwatched, WorkerLink};
 use crate::store::{now_ms, Store};
 
 use super::protocol::{Action, Changed, Moved, Reply, Request, VERSION};
@@ -35,6 +35,8 @@ pub struct View<'a> {
 pub struct Running<'a> {
     pub dests: Vec<DestRef<'a>>,
     pub started_ms: u64,
+    /// The directories its watch could not watch.
+    pub unwatched: &'a Unwatched,
 }
 
 /// One destination of the running daemon, and its worker when it runs.
@@ -53,12 +55,14 @@ impl<'a> View<'a> {
         }
     }
 
-    /// The daemon's store, destinations and workers (matched by name).
+    /// The daemon's store, destinations and workers (matched by name), and
+    /// what it cannot watch.
     pub fn running(
         store: &'a Store,
         dests: &'a [DestConfig],
         workers: &'a [WorkerLink],
         started_ms: u64,
+        unwatched: &'a Unwatched,
     ) -> View<'a> {
         let dests = dests
             .iter()
@@ -73,7 +77,11 @@ impl<'a> View<'a> {
             .collect();
         View {
             store,
-            daemon: Some(Running { dests, started_ms }),
+            daemon: Some(Running {
+                dests,
+                started_ms,
+                unwatched,
+            }),
         }
     }
 }
@@ -180,7 +188,10 @@ fn inspect(view: &View<'_>, dest: Option<&str>, entries: usize) -> Result<Reply>
     if let (Some(d), true) = (dest, out.is_empty()) {
         return Err(unknown(view, d));
     }
-    Ok(Reply::Inspection(Inspection { destinations: out }))
+    Ok(Reply::Inspection(Inspection {
+        destinations: out,
+        unwatched: view.daemon.as_ref().map(|d| d.unwatched.clone()),
+    }))
 }
 
 fn status(view: &View<'_>, max_failures: u32) -> Result<StatusReport> {
@@ -204,6 +215,7 @@ fn status(view: &View<'_>, max_failures: u32) -> Result<StatusReport> {
         .parent()
         .map_or_else(String::new, |p| escape(p.as_os_str().as_bytes()));
     Ok(StatusReport {
+        unwatched: view.daemon.as_ref().map(|d| d.unwatched.clone()),
         healthy: daemon.is_some() && dests.iter().all(|h| h.problem.is_none()),
         daemon,
         state_dir,

@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::config::DestConfig;
 use crate::error::{Error, Result};
-use crate::observe::status::WorkerLink;
+use crate::observe::status::{Unwatched, WorkerLink};
 use crate::store::{now_ms, Store};
 
 use super::ops::{self, View};
@@ -127,16 +127,18 @@ impl Server {
 
     /// Answers one request on the main loop. `running` is the daemon's
     /// store and workers, or `None` while the store is being reopened
-    /// after an error, when the request is refused with that reason.
+    /// after an error, when the request is refused with that reason;
+    /// `unwatched` what its watch cannot watch.
     pub fn answer(
         &self,
         call: Call,
         dests: &[DestConfig],
         running: Option<(&Store, &[WorkerLink])>,
+        unwatched: &Unwatched,
     ) {
         let result = match running {
             Some((store, workers)) => {
-                let view = View::running(store, dests, workers, self.started_ms);
+                let view = View::running(store, dests, workers, self.started_ms, unwatched);
                 ops::handle(&view, &call.request).map_err(|e| Failure {
                     usage: matches!(e, Error::Usage(_)),
                     message: e.to_string(),
