@@ -53,18 +53,61 @@ fn syncd_in(child: &std::process::Child) -> u32 {
     pid.unwrap()
 }
 
+/// Stops the syncd of an `unshared` child cleanly and waits for it.
+fn stop_unshared(mut child: std::process::Child) -> std::process::ExitStatus {
+    let pid = syncd_in(&child);
+    // SAFETY: kill on a process this test started (through unshare).
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    child.wait().unwrap()
+}
+
 #[test]
-fn out_of_watches_at_start_is_a_clear_error_naming_the_sysctl() {
+fn a_tree_too_big_for_the_watch_limit_is_refused_before_the_walk_with_the_sysctl_to_raise() {
     let dir = Dir::new();
     for i in 0..30 {
         dir.write(format!("d{i}/f"), "x");
     }
-    let log = dir.root.join("limit.log");
-    let mut child = unshared(10, &dir.run_args("0.2"), &log);
+    let mut args = dir.run_args("0.2");
+    args.insert(1, "-v".into());
+    let run = |watches: u32, name: &str| {
+        let log = dir.root.join(name);
+        (unshared(watches, &args, &log), log)
+    };
+    let read = |log: &std::path::Path| fs::read_to_string(log).unwrap_or_default();
+
+    // Enough watches: the walk's count (31) is recorded in the store...
+    let (child, log) = run(100, "fits.log");
+    wait_until("watching", T, || read(&log).contains("watching /"));
+    assert!(read(&log).contains("31 needed (counted)"), "{}", read(&log));
+    assert!(stop_unshared(child).success(), "{}", read(&log));
+    // ... and the next start weighs its budget with it, without counting.
+    let (child, log) = run(100, "again.log");
+    wait_until("watching", T, || read(&log).contains("watching /"));
+    assert!(
+        read(&log).contains("31 needed (the last run's count)"),
+        "{}",
+        read(&log)
+    );
+    assert!(stop_unshared(child).success(), "{}", read(&log));
+
+    // Too few: refused before any watch is added, with a value to set and
+    // where to keep it. (The last run's count does not fit, so the tree is
+    // counted again, up to one more than the budget.)
+    let (mut child, log) = run(10, "limit.log");
     let st = child.wait().unwrap();
-    let text = fs::read_to_string(&log).unwrap();
+    let text = read(&log);
     assert!(!st.success(), "{text}");
-    assert!(text.contains("fs.inotify.max_user_watches"), "{text}");
+    assert!(
+        text.contains("SOURCE needs at least 11 directories to watch (counted), but only 10"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`sysctl fs.inotify.max_user_watches=10240`"),
+        "{text}"
+    );
+    assert!(text.contains("/etc/sysctl.d/"), "{text}");
+    assert!(text.contains("user.max_inotify_watches = 10"), "{text}");
+    assert!(!text.contains("while watching"), "no walk: {text}");
     assert!(!text.contains("panicked"), "{text}");
 }
 

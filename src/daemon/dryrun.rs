@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 pub fn run(cfg: RunConfig, out: &mut dyn Write) -> Result<()> {
     let sig_rx = signals()?;
     let (fs_tx, fs_rx) = crossbeam_channel::unbounded();
-    let (mut intake, _) = Intake::start(&cfg, fs_tx, None)?;
+    let (mut intake, _) = Intake::start(&cfg, fs_tx, None, None)?;
     let w = |out: &mut dyn Write, s: String| {
         writeln!(out, "{s}")
             .and_then(|_| out.flush())

@@ -38,13 +38,21 @@ impl Intake {
     /// Watches the source of `cfg` (events go to `tx`) and opens an empty
     /// window with `cfg`'s timing; with `scan`, the walk that adds the
     /// watches also runs the restart scan, returned when done.
+    ///
+    /// Before the walk, the watches it needs are weighed against what the
+    /// kernel still allows ([`watch::budget`]); `last_run` is the store's
+    /// count from the last start. Too few is an error naming the sysctl.
     pub fn start(
         cfg: &RunConfig,
         tx: Sender<RawEvent>,
         scan: Option<Scanner>,
+        last_run: Option<u64>,
     ) -> Result<(Intake, Option<Scanner>)> {
         let filter = cfg.filter.clone();
         let exclude: watch::Exclude = Arc::new(move |p: &[u8], dir| filter.excluded(p, dir));
+        let budget =
+            watch::budget::check(&cfg.source.root, &exclude, last_run).map_err(Error::Watch)?;
+        log::debug!("inotify watch budget: {}", budget.describe());
         let (mut watch, scanned) = Watch::start_scanning(&cfg.source.root, tx, exclude, scan)?;
         watch.set_moves_keep_excludes(cfg.filter.names_only());
         let found = watch.take_found();

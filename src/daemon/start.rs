@@ -119,7 +119,11 @@ pub fn begin(
         Start::Scan { since_ms } => Some(Scanner::new(since_ms)),
         _ => None,
     };
-    let (intake, scanned) = Intake::start(cfg, fs_tx, scanner)?;
+    let (intake, scanned) = Intake::start(cfg, fs_tx, scanner, store.watch_count())?;
+    // The next start weighs its watch budget with this count.
+    if let Err(e) = store.set_watch_count(intake.watch.added() as u64) {
+        log::warn!("{e}");
+    }
     let cs = match (&start, scanned) {
         (Start::Nothing, _) => return Ok((intake, since)),
         (Start::Full { why }, _) => {

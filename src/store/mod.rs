@@ -10,8 +10,8 @@
 //! queue is keyed by a big-endian `u64` sequence kept in `meta` and bumped
 //! inside the same transaction, so keys are contiguous and oldest-first.
 //! `meta` also holds the schema version (through the `migrations` crate,
-//! whose steps upgrade an older store and refuse a newer one) and the
-//! clean-shutdown marker.
+//! whose steps upgrade an older store and refuse a newer one), the
+//! clean-shutdown marker, and how many directories the last start watched.
 //!
 //! sled 0.34 cannot survive running out of space: after an I/O error its
 //! handle fails every later call. So no write starts while the state file
@@ -34,6 +34,7 @@ pub use queue::{Counts, Pending};
 
 const CLEAN: &[u8] = b"clean_shutdown";
 const SOURCE: &[u8] = b"source";
+const WATCHES: &[u8] = b"watch_count";
 
 /// The hint printed with every store error that a reset can fix.
 pub const RESET_HINT: &str = "; if it is damaged, start with `syncd run \
@@ -288,6 +289,27 @@ impl Store {
             .map(|o| PathBuf::from(OsStr::from_bytes(&o))))
     }
 
+    /// How many directories the last start-up walk watched, if a start
+    /// recorded it: the next start weighs its inotify watch budget with it.
+    pub fn watch_count(&self) -> Option<u64> {
+        self.meta
+            .get(WATCHES)
+            .ok()
+            .flatten()
+            .and_then(|v| u64_of(&v))
+    }
+
+    /// Records how many directories this start watched. Written without a
+    /// flush: it is an estimate, and the next commit flushes it.
+    pub fn set_watch_count(&self, n: u64) -> Result<()> {
+        const WHAT: &str = "cannot record the watch count in";
+        self.ensure_space(64).map_err(self.failed(WHAT))?;
+        self.meta
+            .insert(WATCHES, &n.to_be_bytes())
+            .map_err(self.sled_failed(WHAT))?;
+        Ok(())
+    }
+
     /// Flushes every tree to disk (sled's flush covers the whole database).
     pub fn flush(&self) -> Result<()> {
         self.flush_for("cannot flush")
@@ -360,6 +382,21 @@ mod tests {
         });
         Store::open(dir.path()).unwrap();
         t.join().unwrap();
+    }
+
+    #[test]
+    fn the_watch_count_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(s.watch_count(), None);
+            s.set_watch_count(123_456).unwrap();
+            s.flush().unwrap();
+        }
+        assert_eq!(
+            Store::open(dir.path()).unwrap().watch_count(),
+            Some(123_456)
+        );
     }
 
     #[test]

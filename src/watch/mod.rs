@@ -20,6 +20,7 @@
 //! overflow the whole watch set is rebuilt, since the creation of a
 //! directory may be among the lost events. Symlinks are never followed.
 
+pub mod budget;
 pub mod events;
 pub mod marks;
 pub mod scan;
@@ -581,10 +582,8 @@ impl Watch {
             {
                 self.limit_logged = Some(now);
                 let listed = self.unwatched.len() as u64;
-                let want = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
-                    .ok()
-                    .and_then(|l| l.trim().parse::<u64>().ok())
-                    .map(|l| (l + (listed + listed / 4).max(10_000)).div_ceil(1024) * 1024);
+                let want = budget::limit()
+                    .map(|(l, _)| (l + (listed + listed / 4).max(10_000)).div_ceil(1024) * 1024);
                 self.found.push(Change::Limit(format!(
                     "out of inotify watches while watching {}: {} directories are not watched \
                      (since the last report; {listed} in all); raise the limit with `sysctl \
