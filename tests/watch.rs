@@ -259,6 +259,41 @@ fn a_directory_the_daemon_may_not_read_is_listed_and_watched_once_a_chmod_allows
 }
 
 #[test]
+fn a_watcher_whose_thread_died_stops_the_daemon_and_a_restart_covers_the_gap() {
+    let dir = Dir::new();
+    dir.write("before", "1");
+    // Debug builds only: notify's event handler panics on its first event,
+    // which ends notify's thread by the real unwinding path.
+    let mut d = Daemon::start_with(
+        &[],
+        &[("SYNCD_TEST_FAULT", "watcher-panic")],
+        &dir.run_args("0.2"),
+        &dir.root.join("dies.log"),
+    );
+    d.wait_log("watching /", T);
+    let t = std::time::Instant::now();
+    dir.write("while-dead", "2");
+    let st = d.wait(Duration::from_secs(10));
+    assert_eq!(st.code(), Some(1), "{}", d.log());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(
+        d.log().contains(
+            "the inotify watcher stopped: its thread ended (a panic in its event handler: see \
+             above); syncd exits so that the service manager restarts it, and the restart scan \
+             covers the gap"
+        ),
+        "{}",
+        d.log()
+    );
+
+    // Restarted (as a service manager would): nothing is lost.
+    dir.write("while-down", "3");
+    let d = dir.start("0.2", &[]);
+    dir.wait_mirror(T);
+    assert!(d.stop().success());
+}
+
+#[test]
 fn a_directory_of_ten_thousand_renamed_then_deleted_leaves_the_watch_set_exact() {
     let dir = Dir::new();
     for i in 0..100 {

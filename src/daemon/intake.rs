@@ -19,7 +19,7 @@ use crate::changeset::{escape, Entry, Move};
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::watch::scan::{ctime_trust, Scanner, SLACK_MS};
-use crate::watch::{self, Change, RawEvent, Watch};
+use crate::watch::{self, Change, Notice, Watch};
 
 /// The watch of the source and the window it feeds.
 pub struct Intake {
@@ -44,7 +44,7 @@ impl Intake {
     /// count from the last start. Too few is an error naming the sysctl.
     pub fn start(
         cfg: &RunConfig,
-        tx: Sender<RawEvent>,
+        tx: Sender<Notice>,
         scan: Option<Scanner>,
         last_run: Option<u64>,
     ) -> Result<(Intake, Option<Scanner>)> {
@@ -78,11 +78,11 @@ impl Intake {
         self.known_ms = ms;
     }
 
-    /// Feeds one raw event into the window. With `live` (not while
+    /// Feeds what notify sent into the window. With `live` (not while
     /// stopping), an overflow also rebuilds the watch set. Fails when the
-    /// root is lost, cannot be watched again, or notify's thread is gone.
-    pub fn absorb(&mut self, raw: RawEvent, live: bool) -> Result<()> {
-        let changes = self.watch.interpret(raw);
+    /// root is lost, cannot be watched again, or notify's thread stopped.
+    pub fn absorb(&mut self, notice: Notice, live: bool) -> Result<()> {
+        let changes = self.watch.interpret(notice);
         self.apply(changes, live)
     }
 
@@ -172,7 +172,7 @@ impl Intake {
     /// returns "now" (Unix ms): what the watermark may move to. notify's
     /// thread reads the kernel queue on its own; the events it has read
     /// wait in `rx`.
-    pub fn settle(&mut self, rx: &Receiver<RawEvent>) -> Result<u64> {
+    pub fn settle(&mut self, rx: &Receiver<Notice>) -> Result<u64> {
         let now = crate::store::now_ms();
         self.watch.flush_events()?;
         while let Ok(ev) = rx.try_recv() {

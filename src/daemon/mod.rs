@@ -25,12 +25,12 @@ use crate::config::RunConfig;
 use crate::deliver::outbox::Outbox;
 use crate::error::{Error, Result};
 use crate::observe::control::Request;
-use crate::watch::RawEvent;
+use crate::watch::Notice;
 use intake::{signals, Intake};
 
 /// Everything that can wake the main loop.
 enum Event {
-    Fs(RawEvent),
+    Fs(Notice),
     Signal(i32),
     /// A deadline passed (window close or commit retry).
     Tick,
@@ -135,7 +135,7 @@ pub fn run(cfg: RunConfig) -> Result<()> {
 /// after it.
 struct Daemon {
     cfg: RunConfig,
-    fs_rx: Receiver<RawEvent>,
+    fs_rx: Receiver<Notice>,
     sig_rx: Receiver<i32>,
     control: crate::observe::control::Server,
     scrape_rx: Receiver<crate::observe::metrics::Scrape>,

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::optimize::optimize;
 use crate::store::now_ms;
 use crate::watch::scan::{ctime_trust, Scanner, SLACK_MS};
-use crate::watch::RawEvent;
+use crate::watch::Notice;
 
 use super::intake::Intake;
 
@@ -87,7 +87,7 @@ pub fn decide(f: &Facts) -> Start {
 pub fn begin(
     cfg: &RunConfig,
     outbox: &Outbox,
-    fs_tx: crossbeam_channel::Sender<RawEvent>,
+    fs_tx: crossbeam_channel::Sender<Notice>,
     clean: bool,
 ) -> Result<(Intake, u64)> {
     let store = outbox.store();

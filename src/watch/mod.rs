@@ -19,6 +19,11 @@
 //! adds the watches of directories that appear. After a kernel queue
 //! overflow the whole watch set is rebuilt, since the creation of a
 //! directory may be among the lost events. Symlinks are never followed.
+//!
+//! notify's thread can end (its poll failed, or the handler panicked): the
+//! handler owns a [`Sentinel`] that then sends [`Notice::Stopped`], unless
+//! syncd itself dropped the watcher, and the daemon stops with a message
+//! instead of replicating nothing while it reports itself in sync.
 
 pub mod budget;
 pub mod events;
@@ -29,6 +34,7 @@ pub mod writers;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,6 +61,16 @@ pub fn exclude_nothing() -> Exclude {
     Arc::new(|_, _| false)
 }
 
+/// What notify's thread hands the main loop.
+#[derive(Debug)]
+pub enum Notice {
+    /// An event, or an error notify reported.
+    Event(RawEvent),
+    /// notify's thread ended while the watch was meant to run: no event
+    /// will come any more.
+    Stopped,
+}
+
 /// How many directories the walk watches in one round trip to notify's
 /// thread before it reads them. Measured: a bounded walk keeps the memory
 /// per watched directory at lsyncd's, where a level-by-level walk held
@@ -72,6 +88,35 @@ const LIMIT_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// included) would be an event.
 pub fn event_kinds() -> EventKindMask {
     EventKindMask::CORE | EventKindMask::ACCESS_CLOSE
+}
+
+/// Owned by notify's event handler, so dropped when notify's thread ends:
+/// reports that end on the channel, unless syncd itself dropped the watcher
+/// and cleared `armed` first.
+struct Sentinel {
+    tx: crossbeam_channel::Sender<Notice>,
+    armed: Arc<AtomicBool>,
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if self.armed.load(Ordering::SeqCst) {
+            let _ = self.tx.send(Notice::Stopped);
+        }
+    }
+}
+
+/// Debug builds only: with `SYNCD_TEST_FAULT=watcher-panic` notify's event
+/// handler panics on its first event, which ends notify's thread the way a
+/// real panic would (the tests check that the daemon notices).
+#[cfg(debug_assertions)]
+fn fault_watcher_panic() -> bool {
+    std::env::var("SYNCD_TEST_FAULT").is_ok_and(|v| v == "watcher-panic")
+}
+
+#[cfg(not(debug_assertions))]
+fn fault_watcher_panic() -> bool {
+    false
 }
 
 /// What `pair` made of a rename's half.
@@ -114,13 +159,15 @@ fn why(e: &notify::Error) -> Option<Why> {
 /// The watch of the source tree.
 pub struct Watch {
     root: PathBuf,
-    tx: crossbeam_channel::Sender<RawEvent>,
+    tx: crossbeam_channel::Sender<Notice>,
     exclude: Exclude,
     /// Whether moving a directory leaves unchanged which paths below it are
     /// excluded (no rule is matched against whole paths), so that a move
     /// needs no walk to watch or unwatch them.
     moves_keep_excludes: bool,
     inner: Option<RecommendedWatcher>,
+    /// Cleared before syncd drops the watcher itself (see [`Sentinel`]).
+    armed: Arc<AtomicBool>,
     /// How many watches syncd asked for since the watch set was last
     /// rebuilt, for the log. Not a set of paths: notify already keeps a
     /// map of every watched path, and a second copy was a quarter of the
@@ -153,7 +200,7 @@ impl Watch {
     /// of watches here is fatal, with the sysctl to raise.
     pub fn start(
         root: &Path,
-        tx: crossbeam_channel::Sender<RawEvent>,
+        tx: crossbeam_channel::Sender<Notice>,
         exclude: Exclude,
     ) -> Result<Watch> {
         Watch::start_scanning(root, tx, exclude, None).map(|(w, _)| w)
@@ -163,7 +210,7 @@ impl Watch {
     /// walk.
     pub fn start_scanning(
         root: &Path,
-        tx: crossbeam_channel::Sender<RawEvent>,
+        tx: crossbeam_channel::Sender<Notice>,
         exclude: Exclude,
         scan: Option<Scanner>,
     ) -> Result<(Watch, Option<Scanner>)> {
@@ -173,6 +220,7 @@ impl Watch {
             exclude,
             moves_keep_excludes: false,
             inner: None,
+            armed: Arc::new(AtomicBool::new(false)),
             added: 0,
             starting: true,
             unwatched: Unwatched::default(),
@@ -209,17 +257,26 @@ impl Watch {
         let config = Config::default()
             .with_follow_symlinks(false)
             .with_event_kinds(event_kinds());
-        let tx = self.tx.clone();
+        let armed = Arc::new(AtomicBool::new(true));
+        let sentinel = Sentinel {
+            tx: self.tx.clone(),
+            armed: armed.clone(),
+        };
+        let panic_on_event = fault_watcher_panic();
         let forward = move |ev: RawEvent| {
+            if panic_on_event {
+                panic!("SYNCD_TEST_FAULT=watcher-panic: the inotify event handler panics");
+            }
             // The kernel reports no reads with the event kinds above; this
             // stays as a second check, should notify deliver one anyway.
             if !events::read_only(&ev) {
-                let _ = tx.send(ev);
+                let _ = sentinel.tx.send(Notice::Event(ev));
             }
         };
         let inner = RecommendedWatcher::new(forward, config)
             .map_err(|e| Error::Watch(explain(&e, &self.root)))?;
         self.inner = Some(inner);
+        self.armed = armed;
         let root = self.root.clone();
         let mut scan = scan;
         let walked = self
@@ -234,8 +291,10 @@ impl Watch {
         Ok(scan)
     }
 
-    /// Drops notify's watcher, which ends its thread.
+    /// Drops notify's watcher, which ends its thread, without that end
+    /// being reported.
     fn drop_watcher(&mut self) {
+        self.armed.store(false, Ordering::SeqCst);
         self.inner = None;
     }
 
@@ -263,14 +322,18 @@ impl Watch {
         std::mem::take(&mut self.found)
     }
 
-    /// Interprets a raw event, keeping the watch set in step with the tree
-    /// and dropping excluded paths.
-    pub fn interpret(&mut self, raw: RawEvent) -> Vec<Change> {
+    /// Interprets what notify sent, keeping the watch set in step with the
+    /// tree and dropping excluded paths.
+    pub fn interpret(&mut self, notice: Notice) -> Vec<Change> {
         let index = self.received;
         self.received += 1;
         let oldest_from = self.pending_from.iter().map(|p| p.2).min();
         self.marks
             .prune(oldest_from.unwrap_or(self.received).min(self.received));
+        let raw = match notice {
+            Notice::Event(raw) => raw,
+            Notice::Stopped => return vec![Change::WatcherStopped(self.stopped(None))],
+        };
         if let Err(e) = &raw {
             if e.paths.is_empty() {
                 self.last_error = Some(explain(e, &self.root));
@@ -310,7 +373,7 @@ impl Watch {
         let why = match (&self.last_error, e) {
             (Some(last), _) => last.clone(),
             (None, Some(e)) => format!("{e}"),
-            (None, None) => "its thread ended".into(),
+            (None, None) => "its thread ended (a panic in its event handler: see above)".into(),
         };
         format!(
             "the inotify watcher stopped: {why}; syncd exits so that the service manager \
@@ -861,7 +924,7 @@ mod tests {
     use std::time::Duration;
 
     fn collect(
-        rx: &crossbeam_channel::Receiver<RawEvent>,
+        rx: &crossbeam_channel::Receiver<Notice>,
         w: &mut Watch,
         quiet: Duration,
     ) -> Vec<Entry> {
@@ -923,5 +986,27 @@ mod tests {
             got.contains(&Entry::new(Kind::File, b"e/sub/h".to_vec())),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn the_end_of_notifys_thread_is_reported_unless_syncd_stopped_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut w = Watch::start(dir.path(), tx.clone(), exclude_nothing()).unwrap();
+        w.stop();
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        // A sentinel dropped while armed: what notify's thread does when it
+        // ends on its own.
+        drop(Sentinel {
+            tx,
+            armed: Arc::new(AtomicBool::new(true)),
+        });
+        let notice = rx.recv_timeout(Duration::from_secs(1)).unwrap();
+        assert!(matches!(notice, Notice::Stopped));
+        let changes = w.interpret(notice);
+        let [Change::WatcherStopped(msg)] = changes.as_slice() else {
+            panic!("{changes:?}");
+        };
+        assert!(msg.contains("service manager restarts it"), "{msg}");
     }
 }
