@@ -510,7 +510,7 @@ impl Watch {
             let md = std::fs::symlink_metadata(p);
             let is_dir = md.as_ref().is_ok_and(|m| m.is_dir());
             let walk = match (&paired, arrived, is_dir) {
-                (Some(Paired::IntoExcluded), true, _) => {
+                (Some(Paired::IntoExcluded), true, true) => {
                     self.unwatch_tree(p);
                     false
                 }
