@@ -40,8 +40,10 @@
 //! Needs root: it raises `fs.inotify.max_user_watches` to 3,000,000 and
 //! `fs.inotify.max_queued_events` to 1,048,576 (so that a slow reader does
 //! not overflow its queue during an `rm -rf` and turn the measure into a
-//! rescan) and restores both at the end. Trees go to /dev/shm/syncd-watch
-//! (tmpfs) by default and are removed at the end. Results go to stdout and
+//! rescan) and restores both at the end. SOURCE trees go to
+//! /dev/shm/syncd-watch (tmpfs) by default, DEST trees to /tmp/syncd-watch-dst
+//! (two trees of 1,000,000 directories and 1,000,000 files are more inodes
+//! than a default /dev/shm has), and both are removed at the end. Results go to stdout and
 //! `target/watch/results.md`. Without `--bench` (which `cargo bench`
 //! passes) it does nothing.
 
@@ -112,6 +114,7 @@ struct Opts {
     sizes: Vec<Size>,
     kinds: Vec<Kind>,
     work: PathBuf,
+    dst: PathBuf,
     keep: bool,
 }
 
@@ -127,6 +130,7 @@ fn main() {
         drop(guard);
         if !o.keep {
             let _ = fs::remove_dir_all(&o.work);
+            let _ = fs::remove_dir_all(&o.dst);
         }
         r
     });
@@ -141,6 +145,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         sizes: SIZES.to_vec(),
         kinds: Vec::new(),
         work: PathBuf::from("/dev/shm/syncd-watch"),
+        dst: PathBuf::from("/tmp/syncd-watch-dst"),
         keep: false,
     };
     let mut it = args.iter();
@@ -167,6 +172,7 @@ fn parse(args: &[String]) -> Result<Opts> {
                 other => bail!("--daemon syncd|lsyncd, not {other:?}"),
             },
             "--work-dir" => o.work = PathBuf::from(it.next().context("--work-dir needs a value")?),
+            "--dst-dir" => o.dst = PathBuf::from(it.next().context("--dst-dir needs a value")?),
             other => bail!("unknown argument {other:?}"),
         }
     }
@@ -610,7 +616,7 @@ fn bench(o: &Opts) -> Result<()> {
     let mut rows = Vec::new();
     for &size in &o.sizes {
         let src = o.work.join(format!("{}/src", size.name));
-        let dst = o.work.join(format!("{}/dst", size.name));
+        let dst = o.dst.join(size.name);
         eprintln!("watch: building the {} tree", size.name);
         make_tree(&src, size)?;
         make_tree(&dst, size)?;
@@ -621,6 +627,7 @@ fn bench(o: &Opts) -> Result<()> {
             rows.push(measure(k, size, &src, &dst, &work, b.unwrap_or((0, 0)))?);
         }
         let _ = fs::remove_dir_all(o.work.join(size.name));
+        let _ = fs::remove_dir_all(&dst);
     }
     let md = render(o, &rows, &base, &load_before, started.elapsed());
     print!("{md}");
@@ -651,11 +658,14 @@ fn render(
     let _ = writeln!(md, "Reproduce with (as root):\n\n```sh\n{cmd}\n```\n");
     let _ = writeln!(
         md,
-        "Machine: {} × {}, kernel {}, trees on {} (tmpfs); {}; lsyncd {}; load average before {}, after {}; took {:.0} min.\n",
+                "Machine: {} × {}, kernel {}, SOURCE trees on {} ({}), DEST trees on {} ({}); {}; lsyncd {}; load average before {}, after {}; took {:.0} min.\n",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         cpu_model(),
         shell("uname -r").trim(),
         o.work.display(),
+        fs_of(&o.work),
+        o.dst.display(),
+        fs_of(&o.dst),
         shell("rsync --version | head -n 1").trim(),
         shell("lsyncd --version | head -n 1").trim().trim_start_matches("Version: "),
         load_before,
@@ -794,6 +804,13 @@ fn cpu_model() -> String {
             })
         })
         .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// The file system type of the nearest existing ancestor of `p`.
+fn fs_of(p: &Path) -> String {
+    let dir = p.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
+    let out = shell(&format!("df -T '{}' | tail -1", dir.display()));
+    out.split_whitespace().nth(1).unwrap_or("?").to_string()
 }
 
 fn loadavg() -> String {
