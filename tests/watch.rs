@@ -92,13 +92,13 @@ fn a_tree_too_big_for_the_watch_limit_is_refused_before_the_walk_with_the_sysctl
 
     // Too few: refused before any watch is added, with a value to set and
     // where to keep it. (The last run's count does not fit, so the tree is
-    // counted again, up to one more than the budget.)
+    // counted again.)
     let (mut child, log) = run(10, "limit.log");
     let st = child.wait().unwrap();
     let text = read(&log);
     assert!(!st.success(), "{text}");
     assert!(
-        text.contains("SOURCE needs at least 11 directories to watch (counted), but only 10"),
+        text.contains("SOURCE needs 31 directories to watch (counted), but only 10"),
         "{text}"
     );
     assert!(

@@ -13,8 +13,9 @@
 //! systems (its own and those mounted below it, from `statfs`) fit, no
 //! more directories than that can exist; else a count of the directories
 //! (one `readdir` per directory, types from the directory entries, no
-//! `lstat`), which stops as soon as it passes the budget. With a budget
-//! over [`CLEARLY_LARGE`] nothing is counted.
+//! `lstat`), to the end (up to [`CLEARLY_LARGE`]), so that a refusal
+//! names a limit that fits. With a budget over [`CLEARLY_LARGE`] nothing is
+//! counted.
 
 use std::io::BufRead;
 use std::os::unix::ffi::OsStrExt;
@@ -33,8 +34,8 @@ pub enum Need {
     LastRun(u64),
     /// At most this many: the inodes in use on SOURCE's file systems.
     Bounded(u64),
-    /// Directories counted now (at least this many: the count stops once
-    /// it passes the budget).
+    /// Directories counted now (at least this many when it reached
+    /// [`CLEARLY_LARGE`], where the count stops).
     Counted(u64),
 }
 
@@ -107,7 +108,7 @@ pub fn check(root: &Path, exclude: &Exclude, last_run: Option<u64>) -> Result<Bu
     b.need = Some(match (last_run, inodes_in_use(root)) {
         (Some(n), _) if n <= b.left() => Need::LastRun(n),
         (_, Some(n)) if n <= b.left() => Need::Bounded(n),
-        _ => Need::Counted(count_dirs(root, exclude, b.left().saturating_add(1))),
+        _ => Need::Counted(count_dirs(root, exclude, CLEARLY_LARGE)),
     });
     let need = b.need.map_or(0, Need::dirs);
     if need <= b.left() {
@@ -124,7 +125,10 @@ fn refusal(b: &Budget, need: u64, uid: u32) -> String {
     let want = (need + b.held).saturating_add(((need + b.held) / 4).max(10_000));
     let want = want.div_ceil(1024) * 1024;
     let counted = match b.need {
-        Some(Need::Counted(_)) => format!("at least {need} directories to watch (counted)"),
+        Some(Need::Counted(n)) if n >= CLEARLY_LARGE => {
+            format!("at least {need} directories to watch (counted up to {CLEARLY_LARGE})")
+        }
+        Some(Need::Counted(_)) => format!("{need} directories to watch (counted)"),
         _ => format!("{need} directories to watch (as many as the last run watched)"),
     };
     let ns = if b.sysctl == "user.max_inotify_watches" {
@@ -350,7 +354,10 @@ mod tests {
             need: Some(Need::Counted(100_000)),
         };
         let m = refusal(&b, 100_000, 1000);
-        assert!(m.contains("at least 100000 directories"), "{m}");
+        assert!(
+            m.contains("needs 100000 directories to watch (counted)"),
+            "{m}"
+        );
         assert!(m.contains("only 7192 inotify watches are left"), "{m}");
         // (100,000 + 1,000) × 1.25, rounded up to 1,024.
         assert!(
