@@ -1922,7 +1922,10 @@ mod tests {
             expected(&path).rename_from(),
             expected(&new_path).rename_to(),
             expected([&path, &new_path]).rename_both(),
-            expected(&new_path).access_open_any().optional(),
+            // The recursive watch walks the new path (opening it) when the
+            // second rename has not happened yet; the moved directory's own
+            // watch, which it keeps, reports that open too.
+            expected(&new_path).access_open_any().optional().multiple(),
             expected(&new_path).rename_from(),
             expected(&new_path2).rename_to(),
             expected([&new_path, &new_path2]).rename_both(),
