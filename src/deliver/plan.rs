@@ -90,7 +90,10 @@ pub fn plan(
     let classified = classify_with(&merged, &mut stat)?;
     let mut entries = optimize(classified, threshold);
     entries.retain(|e| !entry_excluded(&excluded, e));
-    let sure: Vec<Entry> = sure.into_iter().map(|p| Entry::new(Kind::File, p)).collect();
+    let sure: Vec<Entry> = sure
+        .into_iter()
+        .map(|p| Entry::new(Kind::File, p))
+        .collect();
     let mut sure = classify_with(&sure, &mut stat)?;
     sure.retain(|e| e.kind == Kind::File && !entry_excluded(&excluded, e));
     sure.sort_by(|a, b| crate::changeset::path_cmp(&a.path, &b.path));
