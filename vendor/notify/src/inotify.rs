@@ -609,7 +609,14 @@ impl EventLoop {
     fn add_watch(&mut self, path: &Path, is_recursive: bool, mut watch_self: bool) -> Result<()> {
         // If the watch is not recursive, or if we determine (by stat'ing the path to get its
         // metadata) that the watched path is not a directory, add a single path watch.
-        if !is_recursive || !metadata(path).map_err(Error::io_watch)?.is_dir() {
+        // Without follow_links a symlink is never a directory to walk (WalkDir always follows
+        // its root).
+        let meta = if self.follow_links {
+            metadata(path)
+        } else {
+            std::fs::symlink_metadata(path)
+        };
+        if !is_recursive || !meta.map_err(Error::io_watch)?.is_dir() {
             return self.add_single_watch(path, false, true);
         }
 
@@ -636,6 +643,13 @@ impl EventLoop {
         if watch_self {
             watchmask.insert(WatchMask::DELETE_SELF);
             watchmask.insert(WatchMask::MOVE_SELF);
+        }
+        // Without follow_links, a path that is (or just became) a symlink is watched as the link
+        // itself. Followed, the kernel would hand back the descriptor of the directory it points
+        // to, which `paths` would then map to the link's path: the directory's own events would
+        // be reported under the link, and lost with it.
+        if !self.follow_links {
+            watchmask.insert(WatchMask::DONT_FOLLOW);
         }
 
         // One allocation of the path, shared by both maps, and one search of `watches`.
@@ -1141,6 +1155,38 @@ mod tests {
             .flat_map(|e| e.paths)
             .collect();
         assert_eq!(created.len(), 1000);
+    }
+
+    #[test]
+    fn without_follow_links_a_symlink_to_a_watched_directory_does_not_take_its_events() {
+        let tmpdir = testdir();
+        let root = tmpdir.path();
+        std::fs::create_dir_all(root.join("d/inside")).expect("create_dir_all");
+        let (mut event_loop, rx) = event_loop(&Config::default().with_follow_symlinks(false));
+        watch_each(
+            &mut event_loop,
+            &[root.to_path_buf(), root.join("d"), root.join("d/inside")],
+        );
+        // A directory replaced by a symlink to another watched directory between its create
+        // event and its watch: the watch is on the link, not on what it points to.
+        std::os::unix::fs::symlink("d/inside", root.join("link")).expect("symlink");
+        watch_each(&mut event_loop, &[root.join("link")]);
+        while rx.try_recv().is_ok() {}
+
+        std::fs::write(root.join("d/inside/f"), b"x").expect("write");
+        event_loop.handle_inotify();
+
+        let paths: Vec<PathBuf> = rx
+            .try_iter()
+            .filter_map(|e| e.ok())
+            .flat_map(|e| e.paths)
+            .collect();
+        assert!(paths.contains(&root.join("d/inside/f")), "{paths:?}");
+        assert!(
+            !paths.iter().any(|p| p.starts_with(root.join("link"))),
+            "{paths:?}"
+        );
+        assert_eq!(kernel_watch_masks(&event_loop).len(), 4);
     }
 
     /// The kernel's watch descriptors, by the path notify knows them by.
