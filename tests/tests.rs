@@ -6,6 +6,7 @@
 mod support;
 mod util;
 
+mod churn;
 mod compose;
 mod config;
 mod control;
