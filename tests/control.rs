@@ -134,6 +134,18 @@ fn inspect_and_status_offline_and_live() {
     assert_eq!(v["daemon"]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(v["daemon"]["protocol"], 1);
     assert!(v["daemon"]["uptime_s"].as_f64().unwrap() >= 0.0);
+    // The main loop woke at least for this request's predecessors (the
+    // start-up, the first window), and timed each step.
+    let main_loop = &v["daemon"]["main_loop"];
+    assert!(main_loop["steps"].as_u64().unwrap() >= 1, "{main_loop}");
+    assert!(
+        main_loop["slowest_step_ms"].as_f64().unwrap() > 0.0,
+        "{main_loop}"
+    );
+    assert!(
+        main_loop["steps_over_10ms"].as_u64().is_some(),
+        "{main_loop}"
+    );
     assert_eq!(v["destinations"][0]["state"], "in_sync");
     assert_eq!(v["destinations"][0]["problem"], Value::Null);
 

@@ -212,6 +212,19 @@ fn metrics_are_served_on_loopback_and_follow_the_queue() {
     assert!(text.contains("text/plain; version=0.0.4"), "{text}");
     assert_eq!(metric(&text, "syncd_pending_changesets{dest=\"dst\"}"), 0.0);
     assert!(metric(&text, "syncd_last_success_timestamp_seconds{dest=\"dst\"}") > 1e9);
+    // The main loop's step times, as a histogram whose buckets add up (a
+    // step is counted when it ends: this scrape is in the next one).
+    let text = http_get(&addr, "/metrics");
+    assert!(
+        text.contains("# TYPE syncd_main_loop_step_seconds histogram"),
+        "{text}"
+    );
+    let steps = metric(&text, "syncd_main_loop_step_seconds_count");
+    assert!(steps >= 1.0, "{text}");
+    assert_eq!(
+        metric(&text, "syncd_main_loop_step_seconds_bucket{le=\"+Inf\"}"),
+        steps
+    );
 
     // Bytes sent grow by at least the size of a new file (random, so
     // nothing shrinks it), once its run ended.

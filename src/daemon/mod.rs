@@ -25,6 +25,8 @@ use crate::config::RunConfig;
 use crate::deliver::outbox::Outbox;
 use crate::error::{Error, Result};
 use crate::observe::control::Request;
+use crate::observe::status::DaemonFacts;
+use crate::observe::steps::Steps;
 use crate::watch::Notice;
 use intake::{signals, Intake};
 
@@ -38,6 +40,19 @@ enum Event {
     Control(crate::observe::control::Call),
     /// A metrics scrape waiting for the text.
     Scrape(crate::observe::metrics::Scrape),
+}
+
+impl Event {
+    /// What the main loop does with it, for its step times.
+    fn what(&self) -> &'static str {
+        match self {
+            Event::Fs(_) => "event",
+            Event::Signal(_) => "signal",
+            Event::Tick => "tick",
+            Event::Control(_) => "control",
+            Event::Scrape(_) => "scrape",
+        }
+    }
 }
 
 /// How often the metrics textfile is rewritten.
@@ -113,6 +128,7 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         control,
         scrape_rx,
         started_unix: crate::store::now_ms() / 1000,
+        steps: Steps::default(),
         next_textfile: Instant::now(),
         next_full: cfg_full_every.map(|e| Instant::now() + e),
         intake,
@@ -146,11 +162,16 @@ struct Daemon {
     intake: Intake,
     committer: Committer,
     outbox: Outbox,
+    /// How long each step of the main loop took (no event is read
+    /// meanwhile).
+    steps: Steps,
 }
 
 impl Daemon {
     fn main_loop(&mut self) -> Result<()> {
         let mut watchdog = crate::observe::service::SystemdWatchdog::from_env();
+        // When the loop last woke up: the step lasts until it waits again.
+        let mut woke: Option<(Instant, &'static str)> = None;
         loop {
             let now = Instant::now();
             watchdog.tick(now);
@@ -185,6 +206,9 @@ impl Daemon {
             let timeout = wake
                 .map(|w| w.saturating_duration_since(now))
                 .unwrap_or(Duration::from_secs(3600));
+            if let Some((w, what)) = woke.take() {
+                self.steps.record(w.elapsed(), what);
+            }
             let ev = select! {
                 recv(self.fs_rx) -> m => match m {
                     Ok(ev) => Event::Fs(ev),
@@ -195,6 +219,8 @@ impl Daemon {
                 recv(self.scrape_rx) -> m => m.map_or(Event::Tick, Event::Scrape),
                 default(timeout) => Event::Tick,
             };
+            let mut what = ev.what();
+            let woke_at = Instant::now();
             match ev {
                 Event::Fs(raw) => self.intake.absorb(raw, true)?,
                 Event::Signal(libc::SIGHUP) => {
@@ -223,9 +249,11 @@ impl Daemon {
                         // A failed store is not read again (it may block).
                         let running = (!self.committer.poisoned())
                             .then(|| (self.outbox.store().as_ref(), self.outbox.workers()));
-                        let unwatched = self.unwatched();
-                        self.control
-                            .answer(call, &self.cfg.dests, running, &unwatched);
+                        let facts = DaemonFacts {
+                            unwatched: self.unwatched(),
+                            main_loop: self.steps.summary(),
+                        };
+                        self.control.answer(call, &self.cfg.dests, running, &facts);
                     }
                 },
             }
@@ -234,7 +262,9 @@ impl Daemon {
                 && self.committer.may_try(now)
             {
                 self.try_commit()?;
+                what = "commit";
             }
+            woke = Some((woke_at, what));
         }
     }
 
@@ -329,7 +359,9 @@ impl Daemon {
                 counters: counters.clone(),
             })
             .collect();
-        Some(crate::observe::metrics::render(&dests, self.started_unix))
+        let mut text = crate::observe::metrics::render(&dests, self.started_unix);
+        self.steps.prometheus(&mut text);
+        Some(text)
     }
 
     fn write_textfile(&self) {

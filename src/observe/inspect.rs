@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::changeset::escape;
 use crate::error::Result;
 use crate::observe::logger::utc;
-use crate::observe::status::{Live, State, Unwatched};
+use crate::observe::status::{Live, MainLoop, State, Unwatched};
 use crate::store::record::DestStatus;
 use crate::store::{now_ms, Store};
 
@@ -213,6 +213,10 @@ pub struct DaemonInfo {
     pub protocol: u32,
     pub started_unix: u64,
     pub uptime_s: f64,
+    /// How long its main loop's steps took (`null` from a daemon too old
+    /// to say).
+    #[serde(default)]
+    pub main_loop: Option<MainLoop>,
 }
 
 /// One destination's health.

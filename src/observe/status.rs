@@ -109,6 +109,30 @@ pub struct Unwatched {
     pub reason: Option<String>,
 }
 
+/// How long the main loop's steps took since the daemon started (see
+/// `observe::steps`), as `status --json` shows it under
+/// `daemon.main_loop`. The JSON field names are part of the status
+/// contract.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MainLoop {
+    pub steps: u64,
+    /// The longest time event intake paused.
+    pub slowest_step_ms: f64,
+    /// What the slowest step did: `event`, `control` (a request of a
+    /// command), `scrape`, `commit`, `signal` or `tick` (timers).
+    #[serde(default)]
+    pub slowest_step: String,
+    pub steps_over_10ms: u64,
+}
+
+/// What the main loop knows of the daemon itself, lent to the reports
+/// with each request.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonFacts {
+    pub unwatched: Unwatched,
+    pub main_loop: MainLoop,
+}
+
 /// A full sync's progress, as `syncd status` shows it and the log prints
 /// it. The JSON field names are part of the status contract.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

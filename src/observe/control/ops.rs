@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::observe::inspect::{
     self, DaemonInfo, Inspection, Report, StatusReport, STOPPED, UNCONFIGURED,
 };
-use crate::observe::status::{Cmd, Live, Unwatched, WorkerLink};
+use crate::observe::status::{Cmd, DaemonFacts, Live, WorkerLink};
 use crate::store::{now_ms, Store};
 
 use super::protocol::{Action, Changed, Moved, Reply, Request, VERSION};
@@ -35,8 +35,9 @@ pub struct View<'a> {
 pub struct Running<'a> {
     pub dests: Vec<DestRef<'a>>,
     pub started_ms: u64,
-    /// The directories its watch could not watch.
-    pub unwatched: &'a Unwatched,
+    /// What its main loop knows of it: what its watch could not watch,
+    /// how long its steps took.
+    pub facts: &'a DaemonFacts,
 }
 
 /// One destination of the running daemon, and its worker when it runs.
@@ -56,13 +57,13 @@ impl<'a> View<'a> {
     }
 
     /// The daemon's store, destinations and workers (matched by name), and
-    /// what it cannot watch.
+    /// what its main loop knows of it.
     pub fn running(
         store: &'a Store,
         dests: &'a [DestConfig],
         workers: &'a [WorkerLink],
         started_ms: u64,
-        unwatched: &'a Unwatched,
+        facts: &'a DaemonFacts,
     ) -> View<'a> {
         let dests = dests
             .iter()
@@ -80,7 +81,7 @@ impl<'a> View<'a> {
             daemon: Some(Running {
                 dests,
                 started_ms,
-                unwatched,
+                facts,
             }),
         }
     }
@@ -190,7 +191,7 @@ fn inspect(view: &View<'_>, dest: Option<&str>, entries: usize) -> Result<Reply>
     }
     Ok(Reply::Inspection(Inspection {
         destinations: out,
-        unwatched: view.daemon.as_ref().map(|d| d.unwatched.clone()),
+        unwatched: view.daemon.as_ref().map(|d| d.facts.unwatched.clone()),
     }))
 }
 
@@ -208,6 +209,7 @@ fn status(view: &View<'_>, max_failures: u32) -> Result<StatusReport> {
         protocol: VERSION,
         started_unix: d.started_ms / 1000,
         uptime_s: now.saturating_sub(d.started_ms) as f64 / 1000.0,
+        main_loop: Some(d.facts.main_loop.clone()),
     });
     let state_dir = view
         .store
@@ -215,7 +217,7 @@ fn status(view: &View<'_>, max_failures: u32) -> Result<StatusReport> {
         .parent()
         .map_or_else(String::new, |p| escape(p.as_os_str().as_bytes()));
     Ok(StatusReport {
-        unwatched: view.daemon.as_ref().map(|d| d.unwatched.clone()),
+        unwatched: view.daemon.as_ref().map(|d| d.facts.unwatched.clone()),
         healthy: daemon.is_some() && dests.iter().all(|h| h.problem.is_none()),
         daemon,
         state_dir,

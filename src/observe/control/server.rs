@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::config::DestConfig;
 use crate::error::{Error, Result};
-use crate::observe::status::{Unwatched, WorkerLink};
+use crate::observe::status::{DaemonFacts, WorkerLink};
 use crate::store::{now_ms, Store};
 
 use super::ops::{self, View};
@@ -128,17 +128,17 @@ impl Server {
     /// Answers one request on the main loop. `running` is the daemon's
     /// store and workers, or `None` while the store is being reopened
     /// after an error, when the request is refused with that reason;
-    /// `unwatched` what its watch cannot watch.
+    /// `facts` what the main loop knows of the daemon itself.
     pub fn answer(
         &self,
         call: Call,
         dests: &[DestConfig],
         running: Option<(&Store, &[WorkerLink])>,
-        unwatched: &Unwatched,
+        facts: &DaemonFacts,
     ) {
         let result = match running {
             Some((store, workers)) => {
-                let view = View::running(store, dests, workers, self.started_ms, unwatched);
+                let view = View::running(store, dests, workers, self.started_ms, facts);
                 ops::handle(&view, &call.request).map_err(|e| Failure {
                     usage: matches!(e, Error::Usage(_)),
                     message: e.to_string(),
