@@ -66,7 +66,7 @@ pub enum Command {
     /// `.` replicates the current directory's content itself.
     ///
     /// DEST is any rsync destination: /local/path, host:, host:path,
-    /// user@host:path, host::module[/path], rsync://[user@]host[:port]/module[/path].
+    /// `user@host:path`, `host::module[/path]`, `rsync://[user@]host[:port]/module[/path]`.
     ///
     /// The options under "rsync and remote destinations" apply to every
     /// DEST; `--dest-opt NAME:KEY=VALUE` sets one of them for one DEST

@@ -1,7 +1,7 @@
 //! Settings: the command line and the config file turned into what the
 //! daemon runs.
 //!
-//! [`cli`] only describes arguments (clap types stay there), [`file`] reads
+//! [`cli`] only describes arguments (clap types stay there), [`file`](mod@file) reads
 //! the TOML file, [`build`] checks both and resolves paths once, at start,
 //! so a bad invocation fails before anything is watched or written, with a
 //! message that says what to write instead; [`location`] parses SOURCE and

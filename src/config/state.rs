@@ -46,7 +46,7 @@ pub(crate) const MAX_CONTROL_DIR: usize = 107 - 17 - 17;
 /// Where the control sockets of a state directory live: `STATE/ssh`, or,
 /// when that path is too long for a socket or has characters ssh's option
 /// parser would split on, `$XDG_RUNTIME_DIR/syncd-HASH` or
-/// `/tmp/syncd-UID/HASH`. Pure: [`prepare`] creates it when a worker
+/// `/tmp/syncd-UID/HASH`. Pure: `deliver::rsync::ssh::prepare` creates it when a worker
 /// starts, so `--dry-run` touches nothing.
 pub fn control_dir(state_dir: &Path) -> PathBuf {
     let preferred = state_dir.join("ssh");

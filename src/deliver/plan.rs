@@ -4,7 +4,7 @@
 //! One pure step, shared by the worker, the dry run and the model test, so
 //! the three can never drift apart: merge the moves and entries of one or
 //! many changesets, in order, into the moves to replay and one canonical
-//! set of entries ([`compose`]), classify every path against the live tree
+//! set of entries ([`compose_keeping_files`]), classify every path against the live tree
 //! (a `stat` callback, [`classify_with`]), make the classified set
 //! canonical again (classification can turn a file entry into its
 //! ancestor, which then covers siblings), drop excluded paths (entries

@@ -5,7 +5,7 @@
 //! chown, a rename of it, a new hard link to it, `touch -d`), and every
 //! change to a directory's entries moves the directory's ctime (an entry
 //! created, deleted or renamed in or out). So after the watermark T, with
-//! `since` = T minus [`SLACK`]:
+//! `since` = T minus [`SLACK_MS`]:
 //!
 //! - a file, symlink or other non-directory whose ctime is at or after
 //!   `since` changed: a `File` entry;
