@@ -3,7 +3,7 @@
 //!
 //! A worker takes the oldest pending changesets (merging a backlog into one
 //! batch, bounded by an entry budget) and makes one attempt at them
-//! ([`attempt`]: the plan against the live source, the moves replayed on
+//! (`attempt.rs`: the plan against the live source, the moves replayed on
 //! the destination, then rsync's runs). On success it removes exactly the
 //! changesets it ran, in one batch; when the store refuses that ack (a full
 //! state disk), it retries the ack, not the run, with the same backoff as a
