@@ -6,7 +6,8 @@
 //! so a bad invocation fails before anything is watched or written, with a
 //! message that says what to write instead; [`location`] parses SOURCE and
 //! DEST, [`filter`] the excludes, [`destopts`] each destination's rsync
-//! settings, [`state`] where the state lives. The types below are what the
+//! settings ([`rsyncarg`] the checks of extra rsync options), [`state`]
+//! where the state lives. The types below are what the
 //! rest of syncd reads: no other folder sees a clap type. This folder
 //! imports only the core types, the store's constants and the shared
 //! status leaf; nothing here starts a thread or touches a destination.
@@ -18,6 +19,7 @@ pub mod destopts;
 pub mod file;
 pub mod filter;
 pub mod location;
+pub mod rsyncarg;
 pub mod state;
 pub mod words;
 
