@@ -96,6 +96,16 @@ pub enum Error {
     )]
     Locked { path: PathBuf, pid: String },
 
+    /// The lock outlived the daemon that took it: a process it started
+    /// holds it.
+    #[error(
+        "the lock on {} is still held, but the syncd that took it (pid {pid}) is no longer \
+         running: a process it started holds it; `fuser -v {}` names it",
+        path.display(),
+        path.display()
+    )]
+    LockedByLeftover { path: PathBuf, pid: String },
+
     /// Queue commands (`syncd status`, `queue inspect`) kept the state
     /// directory's lock for longer than a starting daemon waits.
     #[error(
@@ -174,7 +184,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => 2,
-            Error::Locked { .. } | Error::LockBusy { .. } => 3,
+            Error::Locked { .. } | Error::LockedByLeftover { .. } | Error::LockBusy { .. } => 3,
             Error::Store { .. } => 4,
             Error::Unhealthy(_) => 5,
             Error::NotRunning(_) => 6,

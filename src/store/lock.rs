@@ -23,6 +23,11 @@
 //! `Store::open`). Both fds are opened close-on-exec, so rsync children
 //! never inherit them and a restart in place (an exec) drops them, and the
 //! kernel releases a lock the moment its holder dies, even on `kill -9`.
+//! Almost: a child the daemon was starting holds the fds from its fork to
+//! its exec, so a daemon killed in that window leaves the lock held for a
+//! moment longer (seen on a loaded machine). When the pid in the file is no
+//! longer running, a starting daemon therefore waits for the lock as it
+//! waits for readers, and then names that pid.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -152,7 +157,17 @@ pub fn acquire(state_dir: &Path, wait: Duration) -> Result<Lock> {
         match who_holds(&file, &path)? {
             Holder::Daemon => {
                 let pid = holder(&mut file);
-                return Err(Error::Locked { path, pid });
+                let gone = pid.parse().is_ok_and(|p: u32| !running(p));
+                if !gone {
+                    return Err(Error::Locked { path, pid });
+                }
+                // The daemon that wrote its pid died (kill -9) while a
+                // child it was starting had not yet reached exec: the fd
+                // is closed on exec, and the lock freed a moment later.
+                if start.elapsed() >= wait {
+                    return Err(Error::LockedByLeftover { path, pid });
+                }
+                std::thread::sleep(POLL);
             }
             Holder::Readers if start.elapsed() < wait => std::thread::sleep(POLL),
             Holder::Readers => return Err(busy(start)),
@@ -222,6 +237,18 @@ pub fn holder_of(state_dir: &Path) -> Option<String> {
     }
 }
 
+/// Whether process `pid` runs (a zombie has let go of its files).
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
 fn holder(file: &mut File) -> String {
     let mut s = String::new();
     let _ = file.seek(SeekFrom::Start(0));
@@ -257,6 +284,37 @@ mod tests {
         drop(first);
         assert_eq!(holder_of(dir.path()), None);
         acquire(dir.path(), DAEMON_WAIT).unwrap();
+    }
+
+    /// The pid of a process that ran and is gone.
+    fn dead_pid() -> u32 {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn a_lock_left_by_a_dead_daemon_s_child_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        // A dead daemon's pid in the file, and the lock held through
+        // another open file (as a child between fork and exec holds it).
+        let path = lock_path(dir.path());
+        std::fs::create_dir_all(dir.path()).unwrap();
+        std::fs::write(&path, format!("{}\n", dead_pid())).unwrap();
+        let leftover = open(&path).unwrap();
+        FileExt::try_lock_exclusive(&leftover).unwrap();
+        let e = acquire(dir.path(), Duration::from_millis(100)).unwrap_err();
+        assert!(e.to_string().contains("no longer running"), "{e}");
+        assert_eq!(e.exit_code(), 3);
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(leftover);
+        });
+        let t = Instant::now();
+        acquire(dir.path(), DAEMON_WAIT).unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(250));
+        release.join().unwrap();
     }
 
     #[test]
