@@ -372,15 +372,8 @@ fn a_stale_socket_from_a_killed_daemon_is_replaced() {
     assert!(!sock.exists());
 }
 
-#[test]
-fn a_held_lock_without_an_answer_is_reported_not_waited_on() {
-    let dir = Dir::new();
-    let state = dir.state();
-    let d = started(&dir, &[]);
-    assert!(d.stop().success());
-    // Someone holds the lock (this test, as a daemon starting up would)
-    // but no socket answers: the command says so instead of reading the
-    // store.
+/// Takes the state directory's lock as a starting daemon holds it.
+fn hold_lock(state: &Path) -> fs::File {
     let lock = fs::File::open(state.join("lock")).unwrap();
     // SAFETY: flock on a file descriptor this test owns.
     let r = unsafe {
@@ -390,12 +383,37 @@ fn a_held_lock_without_an_answer_is_reported_not_waited_on() {
         )
     };
     assert_eq!(r, 0);
+    lock
+}
+
+#[test]
+fn a_held_lock_without_an_answer_is_waited_for_then_reported() {
+    let dir = Dir::new();
+    let state = dir.state();
+    let d = started(&dir, &[]);
+    assert!(d.stop().success());
+    // Someone holds the lock (this test, as a daemon starting up would)
+    // but no socket answers: the command waits a few seconds for it, then
+    // says so instead of reading the store.
+    let lock = hold_lock(&state);
+    let t = Instant::now();
     let out = cmd(&state, &["queue", "inspect"]);
     drop(lock);
+    assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(err.contains("but does not answer on"), "{err}");
     assert!(err.contains("control.sock"), "{err}");
+    // A lock let go of during the wait (the start ended, or the daemon
+    // stopped) gets an answer: a probe run during a start does not fail.
+    let lock = hold_lock(&state);
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        drop(lock);
+    });
+    let out = cmd(&state, &["queue", "inspect", "--json"]);
+    release.join().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(first(&state)["state"], "stopped");
 }
 

@@ -100,17 +100,37 @@ impl Reached {
     }
 }
 
+/// How long a queue command waits for a daemon that holds the lock but
+/// does not answer yet: one that is binding its socket, or one that stopped
+/// and is letting go of the lock. A monitoring probe run during a start
+/// then gets an answer, not an error.
+const STARTING_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Reaches the queues of `state_dir`: through the daemon when it answers,
 /// else by opening the store. [`Error::NotRunning`] when there is neither
 /// a daemon nor a store.
 pub fn reach(state_dir: &Path) -> Result<Reached> {
-    if let Some(c) = client::connect(state_dir)? {
-        return Ok(Reached::Live(c));
+    let start = std::time::Instant::now();
+    loop {
+        match reach_once(state_dir)? {
+            Ok(reached) => return Ok(reached),
+            Err(pid) if start.elapsed() >= STARTING_GRACE => {
+                return Err(not_answering(state_dir, &pid, &socket_path(state_dir)))
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
     }
-    let sock = socket_path(state_dir);
+}
+
+/// One try: the queues, or the pid of a process that holds the lock and
+/// does not answer.
+fn reach_once(state_dir: &Path) -> Result<std::result::Result<Reached, String>> {
+    if let Some(c) = client::connect(state_dir)? {
+        return Ok(Ok(Reached::Live(c)));
+    }
     if !store::db_path(state_dir).exists() {
         if let Some(pid) = lock::holder_of(state_dir) {
-            return Err(not_answering(state_dir, &pid, &sock));
+            return Ok(Err(pid));
         }
         return Err(Error::NotRunning(format!(
             "no syncd daemon is running on {}, and there is no store there: no daemon has run \
@@ -120,11 +140,11 @@ pub fn reach(state_dir: &Path) -> Result<Reached> {
     }
     let lock = match lock::acquire_shared(state_dir) {
         Ok(l) => l,
-        Err(Error::Locked { pid, .. }) => return Err(not_answering(state_dir, &pid, &sock)),
+        Err(Error::Locked { pid, .. }) => return Ok(Err(pid)),
         Err(e) => return Err(e),
     };
     let store = Store::open(state_dir)?;
-    Ok(Reached::Offline { store, _lock: lock })
+    Ok(Ok(Reached::Offline { store, _lock: lock }))
 }
 
 fn not_answering(state_dir: &Path, pid: &str, sock: &Path) -> Error {
