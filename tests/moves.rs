@@ -216,6 +216,17 @@ fn every_kind_of_move(make: impl FnOnce(&Dir) -> Kind) {
             Box::new(|d: &Dir| fs::rename(d.s("thousand"), d.s("thousand-renamed")).unwrap()),
         ),
         (
+            // `new` is not watched yet when the directories land in it, so
+            // their moves have no second half: they are found by their
+            // names (kept, as `mv a b new/` keeps them).
+            "directories moved into a directory made just before",
+            Box::new(|d: &Dir| {
+                fs::create_dir(d.s("new")).unwrap();
+                fs::rename(d.s("empty"), d.s("new/empty")).unwrap();
+                fs::rename(d.s("thousand-renamed"), d.s("new/thousand-renamed")).unwrap();
+            }),
+        ),
+        (
             "hostile names",
             Box::new(|d: &Dir| {
                 fs::rename(d.s("n\nl"), d.s("-rf x")).unwrap();

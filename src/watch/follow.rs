@@ -35,11 +35,22 @@ impl Watch {
         let EventKind::Modify(ModifyKind::Name(mode)) = ev.kind else {
             return None;
         };
-        let cookie = ev.tracker()?;
         let [p] = ev.paths.as_slice() else {
             return None;
         };
         let r = rel(&self.root, p)?;
+        let Some(cookie) = ev.tracker() else {
+            // A `From` without a cookie is the moved directory's own watch
+            // reporting the move (IN_MOVE_SELF), after the half with the
+            // cookie. While that half waits for its `To` (none comes when
+            // the directory went into one not watched yet: `mkdir new;
+            // mv big new/`), a deletion here would come before the move
+            // that [`Watch::unpaired`]'s caller may still find, and turn
+            // it into a transfer.
+            let waiting = self.pending_from.iter().any(|(_, from, _)| *from == r);
+            return (mode == RenameMode::From && waiting)
+                .then(|| (vec![Change::Closed(r)], Paired::From));
+        };
         match mode {
             RenameMode::From => {
                 if (self.exclude)(&r, true) && (self.exclude)(&r, false) {
