@@ -15,7 +15,12 @@
 //! (one `readdir` per directory, types from the directory entries, no
 //! `lstat`), to the end (up to [`CLEARLY_LARGE`]), so that a refusal
 //! names a limit that fits. With a budget over [`CLEARLY_LARGE`] nothing is
-//! counted.
+//! counted. Neither are other processes' watches for a tree of at most
+//! [`SMALL_TREE`] directories that needs at most half the limit: their
+//! fdinfo is about 100 bytes of text per watch, which the kernel writes
+//! out on every read (0.4 s for another daemon's 100,000 watches), while
+//! such a walk takes a fraction of a second, and one that reaches the
+//! limit still stops with the sysctl to raise.
 
 use std::io::BufRead;
 use std::os::unix::ffi::OsStrExt;
@@ -26,6 +31,10 @@ use super::{rel, Exclude};
 /// A budget above this many watches is taken to be enough without
 /// counting: a tree that needs more would take minutes to walk anyway.
 pub const CLEARLY_LARGE: u64 = 8_000_000;
+
+/// A tree this small is walked without weighing what other processes hold
+/// (see the module's doc), when it needs at most half the limit.
+pub const SMALL_TREE: u64 = 10_000;
 
 /// Where the need came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,15 +62,16 @@ pub struct Budget {
     /// The limit that binds, and the sysctl that sets it.
     pub limit: u64,
     pub sysctl: &'static str,
-    /// Watches held by this user's other processes.
-    pub held: u64,
+    /// Watches held by this user's other processes (`None`: not counted,
+    /// the tree being small).
+    pub held: Option<u64>,
     /// `None` when the budget is clearly large and nothing was counted.
     pub need: Option<Need>,
 }
 
 impl Budget {
     pub fn left(&self) -> u64 {
-        self.limit.saturating_sub(self.held)
+        self.limit.saturating_sub(self.held.unwrap_or(0))
     }
 
     /// The figures, for the log.
@@ -72,10 +82,11 @@ impl Budget {
             Some(Need::Counted(n)) => format!("{n} needed (counted)"),
             None => "not counted: the limit is clearly large".into(),
         };
-        format!(
-            "limit {} ({}), {} held by this user's other processes, {need}",
-            self.limit, self.sysctl, self.held
-        )
+        let held = match self.held {
+            Some(n) => format!("{n} held by this user's other processes"),
+            None => "other processes' watches not counted (a small tree)".into(),
+        };
+        format!("limit {} ({}), {held}, {need}", self.limit, self.sysctl)
     }
 }
 
@@ -87,14 +98,14 @@ pub fn check(root: &Path, exclude: &Exclude, last_run: Option<u64>) -> Result<Bu
         return Ok(Budget {
             limit: u64::MAX,
             sysctl: "fs.inotify.max_user_watches",
-            held: 0,
+            held: None,
             need: None,
         });
     };
     let mut b = Budget {
         limit,
         sysctl,
-        held: 0,
+        held: None,
         need: None,
     };
     if limit > CLEARLY_LARGE {
@@ -102,7 +113,10 @@ pub fn check(root: &Path, exclude: &Exclude, last_run: Option<u64>) -> Result<Bu
     }
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    b.held = held_by_others(uid);
+    let small = last_run.is_some_and(|n| n <= SMALL_TREE.min(limit / 2));
+    if !small {
+        b.held = Some(held_by_others(uid));
+    }
     // The last run's count is trusted when it fits; a tree may have shrunk
     // since, so one that does not is counted again before refusing.
     b.need = Some(match (last_run, inodes_in_use(root)) {
@@ -122,7 +136,8 @@ pub fn check(root: &Path, exclude: &Exclude, last_run: Option<u64>) -> Result<Bu
 fn refusal(b: &Budget, need: u64, uid: u32) -> String {
     // A quarter more than needed now, and at least 10,000 more, rounded up
     // to a multiple of 1,024.
-    let want = (need + b.held).saturating_add(((need + b.held) / 4).max(10_000));
+    let held = b.held.unwrap_or(0);
+    let want = (need + held).saturating_add(((need + held) / 4).max(10_000));
     let want = want.div_ceil(1024) * 1024;
     let counted = match b.need {
         Some(Need::Counted(n)) if n >= CLEARLY_LARGE => {
@@ -149,7 +164,7 @@ fn refusal(b: &Budget, need: u64, uid: u32) -> String {
          start watching",
         b.left(),
         b.limit,
-        b.held
+        held
     )
 }
 
@@ -339,6 +354,24 @@ mod tests {
     }
 
     #[test]
+    fn other_processes_are_weighed_only_for_a_tree_that_is_not_small() {
+        let t = tempfile::tempdir().unwrap();
+        let ex: Exclude = Arc::new(|_: &[u8], _| false);
+        let small = check(t.path(), &ex, Some(10)).unwrap();
+        assert_eq!(small.held, None, "{}", small.describe());
+        assert!(small.describe().contains("not counted (a small tree)"));
+        // Where the limit is readable and not clearly large, a larger tree
+        // (as the last run counted it) is weighed against the others.
+        let Some((limit, _)) = limit() else { return };
+        if limit > CLEARLY_LARGE || limit <= 2 * SMALL_TREE {
+            return;
+        }
+        if let Ok(large) = check(t.path(), &ex, Some(SMALL_TREE + 1)) {
+            assert!(large.held.is_some(), "{}", large.describe());
+        }
+    }
+
+    #[test]
     fn mount_points_are_unescaped_and_a_tmpfs_counts_its_inodes() {
         assert_eq!(unescape(br"/a\040b\134c\0"), b"/a b\\c\\0");
         let t = tempfile::tempdir().unwrap();
@@ -350,7 +383,7 @@ mod tests {
         let b = Budget {
             limit: 8192,
             sysctl: "fs.inotify.max_user_watches",
-            held: 1000,
+            held: Some(1000),
             need: Some(Need::Counted(100_000)),
         };
         let m = refusal(&b, 100_000, 1000);
