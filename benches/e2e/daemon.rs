@@ -1,4 +1,4 @@
-//! The two daemons under test, started the same way: in the foreground, on
+//! The daemons under test, started the same way: in the foreground, on
 //! one SOURCE and one DEST, with the same aggregation delay, the rsync
 //! wrapper as their rsync, their output in a log file, and readings of
 //! their CPU time and peak RSS from /proc.
@@ -12,6 +12,14 @@
 //! else at its defaults (including its normal log level, which lists every
 //! path it syncs). Each gets PR_SET_PDEATHSIG, so a benchmark killed with ^C
 //! does not leave them behind.
+//!
+//! Two more kinds: lsyncd with `default.rsyncssh` (renames and deletions
+//! as `ssh HOST mv A B` on the target, always through the benchmark's sshd,
+//! with `ssh.binary` a logging wrapper so its `mv` commands count as runs),
+//! and `syncd-alt`, syncd built from another commit (`--syncd-alt PATH`).
+//! With an ssh destination ([`crate::ssh::Remote`]) syncd gets
+//! `--rsh` and `USER@127.0.0.1:DEST`, lsyncd `default.rsync` a `host:path`
+//! target and `rsync.rsh`.
 
 use std::fs;
 use std::io;
@@ -27,14 +35,26 @@ use anyhow::{bail, Context, Result};
 pub enum Kind {
     Syncd,
     Lsyncd,
+    /// lsyncd with `default.rsyncssh`.
+    LsyncdSsh,
+    /// syncd built from another commit (`--syncd-alt`).
+    SyncdAlt,
 }
 
 impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Syncd, Kind::Lsyncd, Kind::LsyncdSsh, Kind::SyncdAlt];
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Syncd => "syncd",
             Kind::Lsyncd => "lsyncd",
+            Kind::LsyncdSsh => "lsyncd-rsyncssh",
+            Kind::SyncdAlt => "syncd-alt",
         }
+    }
+
+    pub fn is_syncd(self) -> bool {
+        matches!(self, Kind::Syncd | Kind::SyncdAlt)
     }
 }
 
@@ -52,6 +72,12 @@ pub struct Setup<'a> {
     pub verbose: bool,
     /// A command syncd runs under (profiling), e.g. `valgrind --tool=callgrind`.
     pub syncd_prefix: &'a [String],
+    /// DEST over ssh (through a proxy); `None`: a local path.
+    pub remote: Option<&'a crate::ssh::Remote>,
+    /// lsyncd rsyncssh's `ssh.binary` (a logging wrapper).
+    pub ssh_wrapper: Option<&'a Path>,
+    /// The log file (default: WORK/KIND.log).
+    pub log: Option<PathBuf>,
 }
 
 /// CPU seconds from /proc/PID/stat.
@@ -73,11 +99,14 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(kind: Kind, s: &Setup, syncd_bin: &Path) -> Result<Daemon> {
-        let log = s.work.join(format!("{}.log", kind.name()));
+        let log = s
+            .log
+            .clone()
+            .unwrap_or_else(|| s.work.join(format!("{}.log", kind.name())));
         let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = match kind {
-            Kind::Syncd => syncd_command(s, syncd_bin),
-            Kind::Lsyncd => lsyncd_command(s)?,
+            Kind::Syncd | Kind::SyncdAlt => syncd_command(s, syncd_bin),
+            Kind::Lsyncd | Kind::LsyncdSsh => lsyncd_command(s, kind)?,
         };
         let path = format!(
             "{}:{}",
@@ -111,7 +140,7 @@ impl Daemon {
     /// own file and switches instrumentation on (for `--instr-atstart=no`),
     /// so the final dump holds the change alone.
     pub fn profile_checkpoint(&self, s: &Setup) {
-        if self.kind == Kind::Syncd && s.syncd_prefix.iter().any(|a| a.contains("callgrind")) {
+        if self.kind.is_syncd() && s.syncd_prefix.iter().any(|a| a.contains("callgrind")) {
             for arg in ["--dump=start-up", "--instr=on"] {
                 let _ = Command::new("callgrind_control")
                     .arg(arg)
@@ -166,15 +195,24 @@ impl Daemon {
         Ok(())
     }
 
-    /// Waits until the daemon says its start-up sync is done: syncd logs
-    /// `[DEST] synced` after its first rsync run, lsyncd `Startup of … finished`.
+    /// Whether the daemon said its start-up sync is done: syncd logs
+    /// `[DEST] synced` after its first rsync run, lsyncd `Startup of …
+    /// finished` (`finished.` with default.rsync, `finished: 0` with
+    /// default.rsyncssh).
+    pub fn started_up(&self) -> bool {
+        let log = self.log_text();
+        if self.kind.is_syncd() {
+            log.contains("] synced")
+        } else {
+            log.lines()
+                .any(|l| l.contains("Startup of") && l.contains("finished"))
+        }
+    }
+
+    /// Waits until [`Daemon::started_up`].
     pub fn wait_started(&mut self, within: Duration) -> Result<()> {
-        let needle = match self.kind {
-            Kind::Syncd => "] synced",
-            Kind::Lsyncd => "finished.",
-        };
         let t = Instant::now();
-        while !self.log_text().contains(needle) {
+        while !self.started_up() {
             self.check_alive()?;
             if t.elapsed() > within {
                 bail!(
@@ -230,6 +268,13 @@ impl Daemon {
         Ok((field("VmHWM:")?, field("RssAnon:")?))
     }
 
+    /// SIGKILL, at once (a crash).
+    pub fn kill9(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// SIGTERM, then SIGKILL after 30 s.
     pub fn stop(mut self) -> Result<()> {
         // SAFETY: kill on our own child's pid, which we have not reaped.
@@ -280,13 +325,21 @@ fn syncd_command(s: &Setup, bin: &Path) -> Command {
     if let Some(b) = s.backoff_max {
         cmd.arg("--backoff-max").arg(b.to_string());
     }
-    cmd.arg(src).arg(s.dst);
+    match s.remote {
+        Some(r) => cmd.arg("--rsh").arg(r.rsh()).arg(src).arg(r.target(s.dst)),
+        None => cmd.arg(src).arg(s.dst),
+    };
     cmd
 }
 
-fn lsyncd_command(s: &Setup) -> io::Result<Command> {
+fn lsyncd_command(s: &Setup, kind: Kind) -> io::Result<Command> {
     let config = s.work.join("lsyncd.conf.lua");
-    fs::write(&config, lsyncd_config(s))?;
+    let text = if kind == Kind::LsyncdSsh {
+        lsyncd_rsyncssh_config(s)
+    } else {
+        lsyncd_config(s)
+    };
+    fs::write(&config, text)?;
     let mut cmd = Command::new("lsyncd");
     cmd.arg("-nodaemon").arg(&config);
     Ok(cmd)
@@ -295,15 +348,54 @@ fn lsyncd_command(s: &Setup) -> io::Result<Command> {
 /// lsyncd's config (a Lua program). Paths are ours, under the work dir,
 /// and never contain a quote or a backslash.
 pub fn lsyncd_config(s: &Setup) -> String {
+    let (target, rsh) = match s.remote {
+        Some(r) => (
+            r.target(s.dst),
+            format!("        rsh = \"{}\",\n", r.rsh()),
+        ),
+        None => (s.dst.display().to_string(), String::new()),
+    };
     format!(
         "-- Written by syncd's e2e benchmark.\n\
          settings {{\n    nodaemon = true,\n    insist = true,\n}}\n\
-         sync {{\n    default.rsync,\n    source = \"{}\",\n    target = \"{}\",\n    delay = {},\n    \
-         rsync = {{\n        binary = \"{}\",\n        archive = true,\n    }},\n}}\n",
+         sync {{\n    default.rsync,\n    source = \"{}\",\n    target = \"{target}\",\n    delay = {},\n    \
+         rsync = {{\n        binary = \"{}\",\n        archive = true,\n{rsh}    }},\n}}\n",
         s.src.display(),
-        s.dst.display(),
         s.delay,
         s.wrapper.display()
+    )
+}
+
+/// lsyncd's config with `default.rsyncssh`: rsync for data, `ssh HOST mv`
+/// for moves. Its ssh is the logging wrapper with our key, port and
+/// options; rsyncssh passes the same to rsync's `--rsh`.
+pub fn lsyncd_rsyncssh_config(s: &Setup) -> String {
+    let Some(r) = s.remote else {
+        return "error('default.rsyncssh needs the benchmark sshd')".into();
+    };
+    let options: Vec<String> = r
+        .options()
+        .iter()
+        .map(|(k, v)| format!("            {k} = \"{v}\",\n"))
+        .collect();
+    let ssh = s.ssh_wrapper.unwrap_or(Path::new("/usr/bin/ssh"));
+    format!(
+        "-- Written by syncd's e2e benchmark.\n\
+         settings {{\n    nodaemon = true,\n    insist = true,\n}}\n\
+         sync {{\n    default.rsyncssh,\n    source = \"{}\",\n    host = \"{}\",\n    \
+         targetdir = \"{}\",\n    delay = {},\n    \
+         rsync = {{\n        binary = \"{}\",\n        archive = true,\n    }},\n    \
+         ssh = {{\n        binary = \"{}\",\n        identityFile = \"{}\",\n        port = {},\n        \
+         options = {{\n{}        }},\n    }},\n}}\n",
+        s.src.display(),
+        r.host(),
+        s.dst.display(),
+        s.delay,
+        s.wrapper.display(),
+        ssh.display(),
+        r.key.display(),
+        r.port,
+        options.concat()
     )
 }
 

@@ -59,10 +59,14 @@
 //! --all-targets` does not start an hour-long benchmark.
 
 mod daemon;
+mod link;
 mod measure;
 mod mirror;
 mod monitor;
+mod moves;
+mod proxy;
 mod report;
+mod ssh;
 mod tree;
 mod workloads;
 
@@ -95,9 +99,14 @@ struct Opts {
     /// outage-10m, which run only when named.
     #[arg(long = "workload", value_name = "NAME")]
     workloads: Vec<String>,
-    /// Only these daemons (repeatable): syncd, lsyncd.
+    /// Only these daemons (repeatable): syncd, lsyncd, lsyncd-rsyncssh
+    /// (move workloads), syncd-alt (with --syncd-alt).
     #[arg(long = "daemon", value_name = "NAME")]
     daemons: Vec<String>,
+    /// Also run this syncd binary (built from another commit), as the
+    /// daemon `syncd-alt`, on every workload syncd runs.
+    #[arg(long, value_name = "PATH")]
+    syncd_alt: Option<PathBuf>,
     /// The aggregation delay of both daemons, in seconds.
     #[arg(long, default_value_t = 1.0)]
     delay: f64,
@@ -175,9 +184,19 @@ fn run(opts: &Opts) -> Result<()> {
                 .as_ref()
                 .is_none_or(|f| w.name().contains(f.as_str()))
     });
+    let sshd = if selected.iter().any(|w| {
+        w.remote() || (w.kinds().contains(&Kind::LsyncdSsh) && kinds.contains(&Kind::LsyncdSsh))
+    }) {
+        let dir = std::env::temp_dir().join(format!("syncd-e2e-sshd-{}", std::process::id()));
+        Some(ssh::Sshd::start(&dir)?)
+    } else {
+        None
+    };
     let env = Env {
         syncd,
         real_rsync,
+        sshd,
+        syncd_alt: opts.syncd_alt.clone(),
         delay: opts.delay,
         timeout_s: opts.timeout,
         keep: opts.keep,
@@ -201,6 +220,10 @@ fn run(opts: &Opts) -> Result<()> {
             outage: w.outage(),
             syncd: Vec::new(),
             lsyncd: Vec::new(),
+            lsyncd_ssh: Vec::new(),
+            syncd_alt: Vec::new(),
+            remote: w.remote(),
+            moved_bytes: w.moved_bytes(),
             reference: Vec::new(),
             errors: Vec::new(),
         };
@@ -224,7 +247,14 @@ fn run(opts: &Opts) -> Result<()> {
                     }
                 };
             // Alternate who goes first, so neither always gets the warmer machine.
-            let mut order = kinds.clone();
+            let wanted = w.kinds();
+            let mut order: Vec<Kind> = kinds
+                .iter()
+                .copied()
+                .filter(|k| {
+                    wanted.contains(k) || (*k == Kind::SyncdAlt && wanted.contains(&Kind::Syncd))
+                })
+                .collect();
             if run % 2 == 0 {
                 order.reverse();
             }
@@ -283,16 +313,27 @@ fn run(opts: &Opts) -> Result<()> {
     Ok(())
 }
 
+/// The daemons asked for (default: all; syncd-alt only with --syncd-alt).
 fn selected_daemons(opts: &Opts) -> Result<Vec<Kind>> {
     if opts.daemons.is_empty() {
-        return Ok(vec![Kind::Syncd, Kind::Lsyncd]);
+        return Ok(Kind::ALL
+            .into_iter()
+            .filter(|k| *k != Kind::SyncdAlt || opts.syncd_alt.is_some())
+            .collect());
     }
     opts.daemons
         .iter()
-        .map(|d| match d.as_str() {
-            "syncd" => Ok(Kind::Syncd),
-            "lsyncd" => Ok(Kind::Lsyncd),
-            other => bail!("no daemon {other:?}; there are syncd and lsyncd"),
+        .map(|d| {
+            let k = Kind::ALL.into_iter().find(|k| k.name() == d.as_str());
+            match k {
+                Some(Kind::SyncdAlt) if opts.syncd_alt.is_none() => {
+                    bail!("the daemon syncd-alt needs --syncd-alt PATH")
+                }
+                Some(k) => Ok(k),
+                None => bail!(
+                    "no daemon {d:?}; there are syncd, lsyncd, lsyncd-rsyncssh and syncd-alt"
+                ),
+            }
         })
         .collect()
 }
@@ -348,6 +389,13 @@ fn render(
     let _ = writeln!(md, "### Targets (syncd, on the medians of this run)\n");
     let (pass, all) = report::targets_table(results, &mut md);
     let _ = writeln!(md, "\nsyncd meets {pass} of {all} checked targets.\n");
+    let mut moves = String::new();
+    let (pass, all) = moves::targets_table(results, &mut moves);
+    if all > 0 {
+        let _ = writeln!(md, "### Move targets (issue 14; syncd, on the medians)\n");
+        md.push_str(&moves);
+        let _ = writeln!(md, "\nsyncd meets {pass} of {all} move targets.\n");
+    }
     md
 }
 
@@ -364,6 +412,9 @@ fn command_line(opts: &Opts) -> String {
     }
     for d in &opts.daemons {
         c.push_str(&format!(" --daemon {d}"));
+    }
+    if let Some(p) = &opts.syncd_alt {
+        c.push_str(&format!(" --syncd-alt {}", p.display()));
     }
     if let Some(n) = opts.scale_files {
         c.push_str(&format!(" --scale-files {n}"));

@@ -20,6 +20,11 @@
 //! catch-up a cron job would run), checked for an exact mirror, then the
 //! same command again (the no-op: what it costs just to find that nothing
 //! changed). Their CPU comes from getrusage(RUSAGE_CHILDREN).
+//!
+//! Workloads with an ssh destination run every daemon and the reference
+//! against the benchmark's sshd, each through its own counting proxy (see
+//! `link`); lsyncd's `default.rsyncssh` always does. Bytes are counted
+//! from the change on (the reference: its catch-up rsync).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -30,8 +35,9 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::daemon::{Daemon, Kind, Setup};
+use crate::link::{len_of, stats_sent, syncd_sent, text_from, Bytes, Link};
 use crate::mirror::{Digester, Mirror};
-use crate::monitor::{write_wrapper, Monitor};
+use crate::monitor::{write_ssh_wrapper, write_stats_wrapper, write_wrapper, Monitor};
 use crate::tree::{now, remove_all, Twin};
 use crate::workloads::{Ctx, Span, Workload};
 
@@ -45,6 +51,10 @@ pub struct Env {
     pub keep: bool,
     /// syncd runs under this command (profiling); empty: directly.
     pub syncd_prefix: Vec<String>,
+    /// The ssh destination's server, when a selected workload needs it.
+    pub sshd: Option<crate::ssh::Sshd>,
+    /// The syncd binary of the `syncd-alt` daemon.
+    pub syncd_alt: Option<PathBuf>,
 }
 
 /// The figures of one daemon run.
@@ -79,6 +89,8 @@ pub struct DaemonRun {
     /// Every counted rsync run as (start, end), in seconds from the first
     /// change (JSON only: for reading a daemon's behaviour afterwards).
     pub timeline: Vec<(f64, Option<f64>)>,
+    /// Bytes from the change on (see `link`).
+    pub bytes: Bytes,
 }
 
 /// The figures of one reference run.
@@ -90,12 +102,14 @@ pub struct RefRun {
     pub noop_cpu_s: f64,
     pub exact: bool,
     pub notes: Vec<String>,
+    /// The catch-up rsync's bytes.
+    pub bytes: Bytes,
 }
 
-struct Dirs {
-    root: PathBuf,
-    src: PathBuf,
-    dst: PathBuf,
+pub struct Dirs {
+    pub root: PathBuf,
+    pub src: PathBuf,
+    pub dst: PathBuf,
 }
 
 /// When a big tree was last removed (see [`Dirs::done`]).
@@ -171,7 +185,13 @@ pub fn reference(w: &dyn Workload, env: &Env, root: &Path) -> Result<RefRun> {
         probes: None,
     };
     let mut notes = w.change(&cx)?.notes;
-    let (catchup_s, catchup_cpu_s) = timed_rsync(env, &d, &mut notes)?;
+    let link = Link::new(env.sshd.as_ref(), w.remote())?;
+    let count0 = link.count();
+    let (catchup_s, catchup_cpu_s, sent) = timed_rsync(env, &d, link.remote(), &mut notes)?;
+    let bytes = Bytes {
+        proxy: link.count().zip(count0).map(|(a, b)| a.since(b)),
+        rsync_sent: Some(sent),
+    };
     let diffs = Mirror::new(&d.src, &d.dst)
         .differences(5)
         .map_err(anyhow::Error::msg)?;
@@ -181,7 +201,7 @@ pub fn reference(w: &dyn Workload, env: &Env, root: &Path) -> Result<RefRun> {
             diffs.join("; ")
         ));
     }
-    let (noop_s, noop_cpu_s) = timed_rsync(env, &d, &mut notes)?;
+    let (noop_s, noop_cpu_s, _) = timed_rsync(env, &d, link.remote(), &mut notes)?;
     d.done(env.keep, w.big());
     Ok(RefRun {
         catchup_s,
@@ -190,28 +210,45 @@ pub fn reference(w: &dyn Workload, env: &Env, root: &Path) -> Result<RefRun> {
         noop_cpu_s,
         exact: diffs.is_empty(),
         notes,
+        bytes,
     })
 }
 
-fn timed_rsync(env: &Env, d: &Dirs, notes: &mut Vec<String>) -> Result<(f64, f64)> {
+/// `rsync -a --delete --stats SRC/ DST/` (DST over ssh with `remote`):
+/// wall time, CPU, and the bytes rsync sent.
+pub fn timed_rsync(
+    env: &Env,
+    d: &Dirs,
+    remote: Option<&crate::ssh::Remote>,
+    notes: &mut Vec<String>,
+) -> Result<(f64, f64, u64)> {
     let mut src = d.src.clone().into_os_string();
     src.push("/");
-    let mut dst = d.dst.clone().into_os_string();
+    let mut dst = match remote {
+        Some(r) => r.target(&d.dst).into(),
+        None => d.dst.clone().into_os_string(),
+    };
     dst.push("/");
+    let mut cmd = Command::new(&env.real_rsync);
+    cmd.args(["-a", "--delete", "--stats"]);
+    if let Some(r) = remote {
+        cmd.arg("-e").arg(r.rsh());
+    }
     let cpu0 = children_cpu();
     let t0 = now();
-    let st = Command::new(&env.real_rsync)
-        .args(["-a", "--delete"])
+    let out = cmd
         .arg(src)
         .arg(dst)
         .stdin(Stdio::null())
-        .status()
+        .stderr(Stdio::inherit())
+        .output()
         .context("running rsync")?;
     let wall = now() - t0;
-    if !st.success() {
-        notes.push(format!("rsync -a --delete exited with {st}"));
+    if !out.status.success() {
+        notes.push(format!("rsync -a --delete exited with {}", out.status));
     }
-    Ok((wall, children_cpu() - cpu0))
+    let sent = stats_sent(&String::from_utf8_lossy(&out.stdout));
+    Ok((wall, children_cpu() - cpu0, sent))
 }
 
 /// user + system CPU of every child this process has waited for.
@@ -237,9 +274,26 @@ pub fn daemon(
     let work = d.root.join("work");
     std::fs::create_dir_all(&work)?;
     let runs_log = work.join("rsync-runs.log");
-    let wrapper = write_wrapper(&work.join("bin"), &runs_log, &env.real_rsync)?;
+    let stats = work.join("rsync-stats.log");
+    let wrapper = if kind.is_syncd() {
+        write_wrapper(&work.join("bin"), &runs_log, &env.real_rsync)?
+    } else {
+        write_stats_wrapper(&work.join("bin"), &runs_log, &env.real_rsync, &stats)?
+    };
+    let ssh_wrapper = write_ssh_wrapper(&work.join("ssh-bin"), &runs_log)?;
+    let link = Link::new(
+        env.sshd.as_ref(),
+        w.remote() || kind == Kind::LsyncdSsh,
+    )?;
     let mon = Monitor::start(&runs_log);
     let delay = w.delay(env.delay);
+    let syncd_bin = match kind {
+        Kind::SyncdAlt => env
+            .syncd_alt
+            .clone()
+            .context("syncd-alt runs need --syncd-alt PATH")?,
+        _ => env.syncd.clone(),
+    };
     let setup = Setup {
         src: &d.src,
         dst: &d.dst,
@@ -247,13 +301,16 @@ pub fn daemon(
         wrapper: &wrapper,
         delay,
         backoff_max: w.backlog().then_some(1.0),
-        verbose: (w.backlog() || w.outage()) && kind == Kind::Syncd,
+        verbose: (w.backlog() || w.outage()) && kind.is_syncd(),
         syncd_prefix: &env.syncd_prefix,
+        remote: link.remote(),
+        ssh_wrapper: Some(&ssh_wrapper),
+        log: None,
     };
     // SOURCE is read only while no daemon watches it (see `mirror`).
     let mut src = Digester::new(&d.src);
     let before = src.digest()?;
-    let mut daemon = Daemon::start(kind, &setup, &env.syncd)?;
+    let mut daemon = Daemon::start(kind, &setup, &syncd_bin)?;
     daemon.wait_started(Duration::from_secs(120 + files / 500))?;
     wait_quiet(&mon, &mut daemon, 0.3, 600.0)?;
     daemon.wait_idle(Duration::from_millis(500), Duration::from_secs(600))?;
@@ -274,6 +331,9 @@ pub fn daemon(
         let text = std::fs::read(&log).unwrap_or_default();
         String::from_utf8_lossy(&text).matches(needle).count()
     };
+    let log_mark = len_of(&daemon.log);
+    let stats_mark = len_of(&stats);
+    let count0 = link.count();
     let commits = || count_in_log("committed changeset");
     let probes = || count_in_log("] probe: ");
     let span = {
@@ -317,6 +377,14 @@ pub fn daemon(
     }
     // Digests decide; the side-by-side walk only names what differs.
     let exact = dst.digest()? == after;
+    let bytes = Bytes {
+        proxy: link.count().zip(count0).map(|(a, b)| a.since(b)),
+        rsync_sent: Some(if kind.is_syncd() {
+            syncd_sent(&text_from(&daemon.log, log_mark))
+        } else {
+            stats_sent(&text_from(&stats, stats_mark))
+        }),
+    };
     if !exact {
         let diffs = mirror.differences(5).map_err(anyhow::Error::msg)?;
         notes.push(format!("not a mirror at the end: {}", diffs.join("; ")));
@@ -348,8 +416,10 @@ pub fn daemon(
             .iter()
             .map(|r| (r.start - span.first, r.end.map(|e| e - span.first)))
             .collect(),
+        bytes,
     };
     drop(mon);
+    drop(link);
     d.done(env.keep, w.big());
     Ok(result)
 }

@@ -45,6 +45,46 @@ pub fn write_wrapper(bin: &Path, log: &Path, real: &Path) -> io::Result<PathBuf>
     Ok(path)
 }
 
+/// Like [`write_wrapper`], for lsyncd: rsync also gets `--stats`, and its
+/// standard output (the totals) is appended to `stats`, so the bytes it
+/// sent can be read afterwards (syncd logs them itself).
+pub fn write_stats_wrapper(bin: &Path, log: &Path, real: &Path, stats: &Path) -> io::Result<PathBuf> {
+    fs::create_dir_all(bin)?;
+    let path = bin.join("rsync");
+    let script = format!(
+        "#!/bin/bash\n\
+         # Written by the e2e benchmark: log the invocation, then become rsync --stats.\n\
+         printf '%s %s %s\\n' \"$EPOCHREALTIME\" \"$$\" \"$*\" >> '{}'\n\
+         exec '{}' --stats \"$@\" >> '{}'\n",
+        log.display(),
+        real.display(),
+        stats.display()
+    );
+    fs::write(&path, script)?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+    fs::write(stats, b"")?;
+    Ok(path)
+}
+
+/// A wrapper named `ssh` that logs to the same run log as the rsync
+/// wrapper and becomes /usr/bin/ssh: lsyncd rsyncssh's `mv` commands then
+/// count as runs (they write DEST, as rsync does). Put it where rsync does
+/// not find it on PATH (rsync's own ssh is not a run).
+pub fn write_ssh_wrapper(bin: &Path, log: &Path) -> io::Result<PathBuf> {
+    fs::create_dir_all(bin)?;
+    let path = bin.join("ssh");
+    let script = format!(
+        "#!/bin/bash\n\
+         # Written by the e2e benchmark: log the invocation, then become ssh.\n\
+         printf '%s %s %s\\n' \"$EPOCHREALTIME\" \"$$\" \"$*\" >> '{}'\n\
+         exec /usr/bin/ssh \"$@\"\n",
+        log.display(),
+    );
+    fs::write(&path, script)?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+    Ok(path)
+}
+
 /// One rsync invocation.
 #[derive(Debug, Clone)]
 pub struct Run {

@@ -21,6 +21,14 @@ pub struct WorkloadResult {
     pub outage: bool,
     pub syncd: Vec<DaemonRun>,
     pub lsyncd: Vec<DaemonRun>,
+    /// lsyncd with `default.rsyncssh` (move workloads).
+    pub lsyncd_ssh: Vec<DaemonRun>,
+    /// syncd built from another commit (`--syncd-alt`).
+    pub syncd_alt: Vec<DaemonRun>,
+    /// DEST over ssh.
+    pub remote: bool,
+    /// The data the change moves (move workloads).
+    pub moved_bytes: Option<u64>,
     pub reference: Vec<RefRun>,
     /// Runs that failed to complete, with why.
     pub errors: Vec<String>,
@@ -31,7 +39,33 @@ impl WorkloadResult {
         match kind {
             Kind::Syncd => &mut self.syncd,
             Kind::Lsyncd => &mut self.lsyncd,
+            Kind::LsyncdSsh => &mut self.lsyncd_ssh,
+            Kind::SyncdAlt => &mut self.syncd_alt,
         }
+    }
+
+    /// Every daemon's runs, in table order.
+    pub fn all_runs(&self) -> [(Kind, &Vec<DaemonRun>); 4] {
+        [
+            (Kind::Syncd, &self.syncd),
+            (Kind::SyncdAlt, &self.syncd_alt),
+            (Kind::Lsyncd, &self.lsyncd),
+            (Kind::LsyncdSsh, &self.lsyncd_ssh),
+        ]
+    }
+}
+
+/// The bytes column: the proxy's count over ssh, else rsync's.
+fn sent(v: &[Option<u64>], remote: bool) -> String {
+    let v: Vec<f64> = v.iter().flatten().map(|&b| b as f64).collect();
+    if v.is_empty() {
+        return "–".into();
+    }
+    let s = summary(&v, |x| crate::link::human(x as u64), "");
+    if remote {
+        format!("{s} (ssh)")
+    } else {
+        format!("{s} (rsync)")
     }
 }
 
@@ -115,10 +149,10 @@ pub fn workload_table(w: &WorkloadResult, out: &mut String) {
     };
     let _ = writeln!(
         out,
-        "| | {after} | change took | rsync runs | runs / window | daemon CPU | children CPU | peak RSS | start-up (CPU) | exact |"
+        "| | {after} | bytes sent | change took | rsync runs | runs / window | daemon CPU | children CPU | peak RSS | start-up (CPU) | exact |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
-    for (kind, runs) in [(Kind::Syncd, &w.syncd), (Kind::Lsyncd, &w.lsyncd)] {
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for (kind, runs) in w.all_runs() {
         if runs.is_empty() {
             continue;
         }
@@ -147,8 +181,19 @@ pub fn workload_table(w: &WorkloadResult, out: &mut String) {
         );
         let _ = writeln!(
             out,
-            "| {} | {time} | {} | {count} | {per_window} | {} | {} | {rss} | {} ({}) | {}/{} |",
+            "| {} | {time} | {} | {} | {count} | {per_window} | {} | {} | {rss} | {} ({}) | {}/{} |",
             kind.name(),
+            sent(
+                &runs
+                    .iter()
+                    .map(|r| {
+                        // Over ssh the proxy's count; lsyncd rsyncssh is
+                        // always over ssh.
+                        r.bytes.shown()
+                    })
+                    .collect::<Vec<_>>(),
+                w.remote || kind == Kind::LsyncdSsh
+            ),
             summary(&col(runs, |r| r.change_s), secs, " s"),
             summary(&col(runs, |r| r.cpu_s), secs, " s"),
             summary(&col(runs, |r| r.children_cpu_s), secs, " s"),
@@ -165,22 +210,24 @@ pub fn workload_table(w: &WorkloadResult, out: &mut String) {
         let catchup_cpu: Vec<f64> = r.iter().map(|x| x.catchup_cpu_s).collect();
         let noop: Vec<f64> = r.iter().map(|x| x.noop_s).collect();
         let noop_cpu: Vec<f64> = r.iter().map(|x| x.noop_cpu_s).collect();
+        let bytes: Vec<Option<u64>> = r.iter().map(|x| x.bytes.shown()).collect();
         let _ = writeln!(
             out,
-            "| catch-up `rsync -a --delete` | {} | – | 1 | – | – | {} | – | – | {exact}/{} |",
+            "| catch-up `rsync -a --delete` | {} | {} | – | 1 | – | – | {} | – | – | {exact}/{} |",
             summary(&catchup, secs, " s"),
+            sent(&bytes, w.remote),
             summary(&catchup_cpu, secs, " s"),
             r.len()
         );
         let _ = writeln!(
             out,
-            "| no-op `rsync -a --delete` | {} | – | 1 | – | – | {} | – | – | – |",
+            "| no-op `rsync -a --delete` | {} | – | – | 1 | – | – | {} | – | – | – |",
             summary(&noop, secs, " s"),
             summary(&noop_cpu, secs, " s"),
         );
     }
     let mut notes: Vec<String> = Vec::new();
-    for (kind, runs) in [(Kind::Syncd, &w.syncd), (Kind::Lsyncd, &w.lsyncd)] {
+    for (kind, runs) in w.all_runs() {
         if w.outage {
             for (i, r) in runs.iter().enumerate() {
                 if let Some(o) = &r.outage {

@@ -17,6 +17,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::daemon::Kind;
 use crate::monitor::Monitor;
 use crate::tree::{append, immutable, now, rewrite, sleep_until, Rng, Twin};
 
@@ -109,6 +110,21 @@ pub trait Workload {
     fn big(&self) -> bool {
         false
     }
+    /// Whether DEST is reached over ssh (the benchmark's sshd, through a
+    /// counting proxy), for every daemon and the reference.
+    fn remote(&self) -> bool {
+        false
+    }
+    /// The daemons this workload compares (those also given with
+    /// `--daemon`, when any are).
+    fn kinds(&self) -> Vec<Kind> {
+        vec![Kind::Syncd, Kind::Lsyncd]
+    }
+    /// The bytes of the data the change moves, for "sent as a share of
+    /// the moved data" (move workloads).
+    fn moved_bytes(&self) -> Option<u64> {
+        None
+    }
     fn prepare(&self, t: &mut Twin) -> Result<()>;
     fn change(&self, cx: &Ctx) -> Result<Span>;
 }
@@ -117,7 +133,7 @@ pub trait Workload {
 /// `scale_files` files (ten per directory).
 pub fn all(quick: bool, scale_files: usize) -> Vec<Box<dyn Workload>> {
     let q = |full, small| if quick { small } else { full };
-    vec![
+    let mut v: Vec<Box<dyn Workload>> = vec![
         Box::new(SmallFiles {
             dirs: q(1_000, 200),
             per_dir: 10,
@@ -127,11 +143,7 @@ pub fn all(quick: bool, scale_files: usize) -> Vec<Box<dyn Workload>> {
             vary: 10,
             min_s: if quick { 2.0 } else { 3.0 },
         }),
-        Box::new(DirRename {
-            dirs: q(200, 50),
-            per_dir: q(50, 20),
-            renamed: q(100, 25),
-        }),
+        Box::new(dir_rename(quick)),
         Box::new(TreeDelete {
             top: q(50, 10),
             sub: q(50, 25),
@@ -161,7 +173,19 @@ pub fn all(quick: bool, scale_files: usize) -> Vec<Box<dyn Workload>> {
             secs: 600.0,
             every_s: 1.0,
         }),
-    ]
+    ];
+    v.extend(crate::moves::all(quick));
+    v
+}
+
+/// The dir-rename workload at its full or reduced size.
+pub fn dir_rename(quick: bool) -> DirRename {
+    let q = |full, small| if quick { small } else { full };
+    DirRename {
+        dirs: q(200, 50),
+        per_dir: q(50, 20),
+        renamed: q(100, 25),
+    }
 }
 
 /// Many small files created across many new directories.
@@ -313,7 +337,7 @@ impl Workload for Burst {
 }
 
 /// Directory renames, within a parent and into a deeper one.
-struct DirRename {
+pub struct DirRename {
     dirs: usize,
     per_dir: usize,
     renamed: usize,
@@ -675,7 +699,7 @@ impl Workload for TimedOutage {
 /// The scale run: a tree of 1,000,000 files in 100,000 directories is
 /// watched from the start; then 1,000 files in as many directories are
 /// modified, 100 directories of 10 files created and 100 deleted.
-struct Scale {
+pub struct Scale {
     top: usize,
     leaves: usize,
     per_dir: usize,
@@ -684,7 +708,7 @@ struct Scale {
 impl Scale {
     /// `files` files, ten per directory, in parents of up to 1,000
     /// directories each.
-    fn new(files: usize) -> Scale {
+    pub fn new(files: usize) -> Scale {
         let per_dir = 10;
         let dirs = (files / per_dir).max(100);
         let leaves = dirs.min(1_000);
@@ -694,10 +718,12 @@ impl Scale {
             per_dir,
         }
     }
-    fn leaf(&self, i: usize) -> String {
+    /// The `i`-th leaf directory (ten files `f0`..`f9`).
+    pub fn leaf(&self, i: usize) -> String {
         format!("s/t{:03}/l{:04}", i / self.leaves, i % self.leaves)
     }
-    fn dirs(&self) -> usize {
+    /// The number of leaf directories.
+    pub fn dirs(&self) -> usize {
         self.top * self.leaves
     }
     /// How many directories each part of the change touches: 100 in the
