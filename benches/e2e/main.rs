@@ -66,6 +66,9 @@ mod monitor;
 mod moves;
 mod proxy;
 mod report;
+mod restart;
+mod restart_changes;
+mod restart_report;
 mod ssh;
 mod tree;
 mod workloads;
@@ -94,6 +97,14 @@ struct Opts {
     /// 1,000,000, or 20,000 with --quick.
     #[arg(long, value_name = "N")]
     scale_files: Option<usize>,
+    /// Files in the restart workload's tree (ten per directory); default
+    /// 1,000,000, or 20,000 with --quick.
+    #[arg(long, value_name = "N")]
+    restart_files: Option<usize>,
+    /// Changes per round of the restart workload; default 1,000, or 200
+    /// with --quick.
+    #[arg(long, value_name = "N")]
+    restart_changes: Option<usize>,
     /// Only these workloads (repeatable): small-files, burst, dir-rename,
     /// tree-delete, trickle, deep-tree, backlog, scale; and outage-30s and
     /// outage-10m, which run only when named.
@@ -165,7 +176,10 @@ fn run(opts: &Opts) -> Result<()> {
         .scale_files
         .unwrap_or(if opts.quick { 20_000 } else { 1_000_000 });
     let mut selected = workloads::all(opts.quick, scale_files);
-    let names: Vec<String> = selected.iter().map(|w| w.name().to_string()).collect();
+    let mut names: Vec<String> = selected.iter().map(|w| w.name().to_string()).collect();
+    names.push("restart".into());
+    let restart_on = (opts.workloads.is_empty() || opts.workloads.iter().any(|n| n == "restart"))
+        && opts.filter.as_ref().is_none_or(|f| "restart".contains(f.as_str()));
     for n in opts.workloads.iter() {
         if !names.contains(n) {
             bail!("no workload {n:?}; there are: {}", names.join(", "));
@@ -184,9 +198,10 @@ fn run(opts: &Opts) -> Result<()> {
                 .as_ref()
                 .is_none_or(|f| w.name().contains(f.as_str()))
     });
-    let sshd = if selected.iter().any(|w| {
-        w.remote() || (w.kinds().contains(&Kind::LsyncdSsh) && kinds.contains(&Kind::LsyncdSsh))
-    }) {
+    let sshd = if restart_on
+        || selected.iter().any(|w| {
+            w.remote() || (w.kinds().contains(&Kind::LsyncdSsh) && kinds.contains(&Kind::LsyncdSsh))
+        }) {
         let dir = std::env::temp_dir().join(format!("syncd-e2e-sshd-{}", std::process::id()));
         Some(ssh::Sshd::start(&dir)?)
     } else {
@@ -287,8 +302,31 @@ fn run(opts: &Opts) -> Result<()> {
         }
         results.push(res);
     }
+    let restart = if restart_on {
+        let o = restart::Opts {
+            files: opts
+                .restart_files
+                .unwrap_or(if opts.quick { 20_000 } else { 1_000_000 }),
+            changes: opts
+                .restart_changes
+                .unwrap_or(if opts.quick { 200 } else { 1_000 }),
+            dir: opts.disk_dir.clone(),
+            keep: opts.keep,
+            kinds: kinds.clone(),
+        };
+        eprintln!("e2e: restart — {} files, {} changes per round", o.files, o.changes);
+        match restart::run(&env, &o) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("e2e: restart failed: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let minutes = (tree::now() - started) / 60.0;
-    let md = render(
+    let mut md = render(
         opts,
         &work_dir,
         &results,
@@ -296,6 +334,9 @@ fn run(opts: &Opts) -> Result<()> {
         &load_before,
         minutes,
     );
+    if let Some(r) = &restart {
+        restart_report::render(r, opts.delay, &mut md);
+    }
     print!("{md}");
     let out = opts
         .out
@@ -307,7 +348,10 @@ fn run(opts: &Opts) -> Result<()> {
     std::fs::write(&out, &md).with_context(|| format!("writing {}", out.display()))?;
     std::fs::write(
         out.with_extension("json"),
-        serde_json::to_string_pretty(&results)?,
+        serde_json::to_string_pretty(&serde_json::json!({
+            "workloads": results,
+            "restart": restart,
+        }))?,
     )?;
     eprintln!("e2e: report written to {}", out.display());
     Ok(())
@@ -418,6 +462,12 @@ fn command_line(opts: &Opts) -> String {
     }
     if let Some(n) = opts.scale_files {
         c.push_str(&format!(" --scale-files {n}"));
+    }
+    if let Some(n) = opts.restart_files {
+        c.push_str(&format!(" --restart-files {n}"));
+    }
+    if let Some(n) = opts.restart_changes {
+        c.push_str(&format!(" --restart-changes {n}"));
     }
     if opts.delay != 1.0 {
         c.push_str(&format!(" --delay {}", opts.delay));

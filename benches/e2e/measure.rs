@@ -127,7 +127,7 @@ impl Dirs {
     /// root file system) skips such inodes one by one when it allocates
     /// new ones, which after a million deletions makes every file creation
     /// slow for minutes and would be measured as the daemons' cost.
-    fn fresh(root: &Path, big: bool) -> Result<Dirs> {
+    pub fn fresh(root: &Path, big: bool) -> Result<Dirs> {
         remove_all(root).with_context(|| format!("removing {}", root.display()))?;
         if big {
             let last = BIG_REMOVAL.lock().ok().and_then(|l| *l);
@@ -153,7 +153,7 @@ impl Dirs {
     /// Removes the trees (unless `keep`); after a big one, writes the
     /// freed inode table blocks out, which shortens ext4's memory of them
     /// to a minute (see [`Dirs::fresh`]).
-    fn done(&self, keep: bool, big: bool) {
+    pub fn done(&self, keep: bool, big: bool) {
         if keep {
             return;
         }
@@ -429,7 +429,7 @@ pub fn daemon(
 /// at `deadline`, or once the last run's DEST is digested, no run started
 /// or ended for `settle_s` after the window, and the daemon used no CPU for
 /// a second (a daemon still digesting events may yet start a run).
-fn watch_dest(
+pub fn watch_dest(
     mon: &Monitor,
     dst: &mut Digester,
     daemon: &mut Daemon,
@@ -479,7 +479,7 @@ fn watch_dest(
 
 /// When DEST became `target` for good: the earliest of the digests at the
 /// end of `seen` that all equal it.
-fn final_streak(seen: &[(f64, u128)], target: u128) -> Option<f64> {
+pub fn final_streak(seen: &[(f64, u128)], target: u128) -> Option<f64> {
     seen.iter()
         .rev()
         .take_while(|(_, d)| *d == target)
@@ -533,7 +533,7 @@ fn no_run_since(mon: &Monitor, t: f64) -> bool {
 
 /// Waits until no rsync run is going on and none started for `quiet_s`
 /// (bounded by `max_s`).
-fn wait_quiet(mon: &Monitor, daemon: &mut Daemon, quiet_s: f64, max_s: f64) -> Result<()> {
+pub fn wait_quiet(mon: &Monitor, daemon: &mut Daemon, quiet_s: f64, max_s: f64) -> Result<()> {
     let t0 = now();
     loop {
         daemon.check_alive()?;
