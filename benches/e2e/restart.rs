@@ -16,9 +16,10 @@
 //!
 //! 1. syncd starts on a fresh store (a full sync), goes quiet, gets
 //!    SIGTERM; a round of changes; syncd restarts (**clean stop**);
-//! 2. a tenth of a round's changes while syncd runs, SIGKILL half a delay
-//!    after the first (the window still open), the other nine tenths while
-//!    it is down; syncd restarts (**kill -9**);
+//! 2. one file written and synced (a window committed since the start),
+//!    then a tenth of a round's changes while syncd runs, SIGKILL half a
+//!    delay after the first (the window still open), the other nine tenths
+//!    while it is down; syncd restarts (**kill -9**);
 //! 3. a round of changes; lsyncd starts (its start-up rsync of the tree).
 //!
 //! Then two references, each after its own round: one full `rsync -a
@@ -241,6 +242,17 @@ impl Bench<'_> {
         let clean = setup(&roots, &work, &wrapper, &link, delay, "syncd-clean.log");
         let dm = self.restart(Kind::Syncd, &clean, &mon, &link, dest, "clean stop (SIGTERM)")?;
 
+        // The daemon has been running: one window committed and delivered
+        // (without it the watermark would still be the first stop's).
+        let mut dm = dm;
+        let warm = now();
+        crate::tree::rewrite(&self.d.src.join(format!("s/warm-up-{dest}")), b"warm")?;
+        while !mon.since(warm).iter().any(|r| r.end.is_some()) {
+            dm.check_alive()?;
+            anyhow::ensure!(now() - warm < 60.0, "syncd did not sync the warm-up write");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        wait_quiet(&mon, &mut dm, 1.0, 120.0)?;
         let ops = self.changes()?;
         let live = ops.len() / 10;
         let first = now();
