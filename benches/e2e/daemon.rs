@@ -349,10 +349,7 @@ fn lsyncd_command(s: &Setup, kind: Kind) -> io::Result<Command> {
 /// and never contain a quote or a backslash.
 pub fn lsyncd_config(s: &Setup) -> String {
     let (target, rsh) = match s.remote {
-        Some(r) => (
-            r.target(s.dst),
-            format!("        rsh = \"{}\",\n", r.rsh()),
-        ),
+        Some(r) => (r.target(s.dst), format!("        rsh = \"{}\",\n", r.rsh())),
         None => (s.dst.display().to_string(), String::new()),
     };
     format!(

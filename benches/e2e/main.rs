@@ -2,7 +2,8 @@
 //! workloads, on the same machine, in one run.
 //!
 //! ```text
-//! cargo bench --bench e2e -- [--quick] [--runs N] [--workload NAME]... [--daemon syncd|lsyncd]...
+//! cargo bench --bench e2e -- [--quick] [--runs N] [--workload NAME]... [--daemon NAME]...
+//!     [--syncd-alt PATH]
 //! ```
 //!
 //! Method. For every workload (see `workloads`) and every run, three things
@@ -44,7 +45,19 @@
 //!   DEST's return, and the report adds what the daemon spent while DEST
 //!   was unwritable: rsync runs, its CPU with its rsync children's, and
 //!   syncd's probes (from its `-v` log). The target is a run that starts
-//!   at most 3 s after the return (time to mirror less that run's length).
+//!   at most 3 s after the return (time to mirror less that run's length);
+//! - bytes sent from the change on (see `link`): over ssh, every byte
+//!   through a counting proxy between the ssh clients and the benchmark's
+//!   loopback sshd (`ssh`, `proxy`); on a local DEST, rsync's own "Total
+//!   bytes sent" (syncd's log; lsyncd's rsync gets `--stats`).
+//!
+//! The move workloads (`moves`: `move-1g`, `move-100x10m`, their `-ssh`
+//! variants and `dir-rename-ssh`) add lsyncd with `default.rsyncssh`, which
+//! replays moves as `ssh HOST mv` (always over the sshd), and their own
+//! targets table. The restart workload (`restart`, `restart_changes`,
+//! `restart_report`) has its own flow: one big tree, changes made while the
+//! daemon is down, timed from its start. `--syncd-alt PATH` adds a syncd
+//! built from another commit as a third daemon, `syncd-alt`.
 //!
 //! The reference rows time `rsync -a --delete SRC/ DST/` on the pre-change
 //! DEST (what a cron job would run to catch up with the same change) and
@@ -65,6 +78,8 @@ mod mirror;
 mod monitor;
 mod moves;
 mod proxy;
+mod reference;
+mod render;
 mod report;
 mod restart;
 mod restart_changes;
@@ -74,7 +89,6 @@ mod tree;
 mod workloads;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -86,7 +100,7 @@ use report::WorkloadResult;
 /// End-to-end benchmark of syncd against lsyncd and plain rsync.
 #[derive(Debug, Parser)]
 #[command(name = "e2e")]
-struct Opts {
+pub struct Opts {
     /// Reduced sizes, for a quick look (about 15 minutes).
     #[arg(long)]
     quick: bool,
@@ -106,8 +120,9 @@ struct Opts {
     #[arg(long, value_name = "N")]
     restart_changes: Option<usize>,
     /// Only these workloads (repeatable): small-files, burst, dir-rename,
-    /// tree-delete, trickle, deep-tree, backlog, scale; and outage-30s and
-    /// outage-10m, which run only when named.
+    /// tree-delete, trickle, deep-tree, backlog, scale, move-1g,
+    /// move-1g-ssh, move-100x10m, move-100x10m-ssh, dir-rename-ssh,
+    /// restart; and outage-30s and outage-10m, which run only when named.
     #[arg(long = "workload", value_name = "NAME")]
     workloads: Vec<String>,
     /// Only these daemons (repeatable): syncd, lsyncd, lsyncd-rsyncssh
@@ -179,7 +194,10 @@ fn run(opts: &Opts) -> Result<()> {
     let mut names: Vec<String> = selected.iter().map(|w| w.name().to_string()).collect();
     names.push("restart".into());
     let restart_on = (opts.workloads.is_empty() || opts.workloads.iter().any(|n| n == "restart"))
-        && opts.filter.as_ref().is_none_or(|f| "restart".contains(f.as_str()));
+        && opts
+            .filter
+            .as_ref()
+            .is_none_or(|f| "restart".contains(f.as_str()));
     for n in opts.workloads.iter() {
         if !names.contains(n) {
             bail!("no workload {n:?}; there are: {}", names.join(", "));
@@ -221,8 +239,11 @@ fn run(opts: &Opts) -> Result<()> {
             .map(|p| p.split_whitespace().map(String::from).collect())
             .unwrap_or_default(),
     };
-    let work_dir = opts.work_dir.clone().unwrap_or_else(default_work_dir);
-    let load_before = loadavg();
+    let work_dir = opts
+        .work_dir
+        .clone()
+        .unwrap_or_else(render::default_work_dir);
+    let load_before = render::loadavg();
     let started = tree::now();
     let mut results = Vec::new();
     for w in &selected {
@@ -245,7 +266,7 @@ fn run(opts: &Opts) -> Result<()> {
         for run in 1..=opts.runs {
             let base = if w.big() { &opts.disk_dir } else { &work_dir }.join(w.name());
             let catchup =
-                match measure::reference(w.as_ref(), &env, &base.join(format!("rsync-{run}"))) {
+                match reference::reference(w.as_ref(), &env, &base.join(format!("rsync-{run}"))) {
                     Ok(r) => {
                         eprintln!(
                             "e2e:   run {run} rsync: catch-up {:.3} s, no-op {:.3} s",
@@ -314,7 +335,10 @@ fn run(opts: &Opts) -> Result<()> {
             keep: opts.keep,
             kinds: kinds.clone(),
         };
-        eprintln!("e2e: restart — {} files, {} changes per round", o.files, o.changes);
+        eprintln!(
+            "e2e: restart — {} files, {} changes per round",
+            o.files, o.changes
+        );
         match restart::run(&env, &o) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -326,7 +350,7 @@ fn run(opts: &Opts) -> Result<()> {
         None
     };
     let minutes = (tree::now() - started) / 60.0;
-    let mut md = render(
+    let mut md = render::render(
         opts,
         &work_dir,
         &results,
@@ -374,150 +398,10 @@ fn selected_daemons(opts: &Opts) -> Result<Vec<Kind>> {
                     bail!("the daemon syncd-alt needs --syncd-alt PATH")
                 }
                 Some(k) => Ok(k),
-                None => bail!(
-                    "no daemon {d:?}; there are syncd, lsyncd, lsyncd-rsyncssh and syncd-alt"
-                ),
+                None => {
+                    bail!("no daemon {d:?}; there are syncd, lsyncd, lsyncd-rsyncssh and syncd-alt")
+                }
             }
         })
         .collect()
-}
-
-/// The report: machine, command, per-workload tables, targets.
-fn render(
-    opts: &Opts,
-    work_dir: &Path,
-    results: &[WorkloadResult],
-    lsyncd: &str,
-    load_before: &str,
-    minutes: f64,
-) -> String {
-    use std::fmt::Write;
-    let mut md = String::new();
-    let _ = writeln!(md, "## End-to-end\n");
-    let _ = writeln!(
-        md,
-        "Reproduce with:\n\n```sh\n{}\n```\n",
-        command_line(opts)
-    );
-    let _ = writeln!(md, "Machine and software:\n");
-    let _ = writeln!(md, "- CPU: {} × {}", nproc(), cpu_model());
-    let _ = writeln!(
-        md,
-        "- memory (`free -g`):\n\n```\n{}```\n",
-        shell("free -g")
-    );
-    let _ = writeln!(
-        md,
-        "- kernel {}; trees on {} ({}), the scale run's from 100,000 files on {} ({})",
-        shell("uname -r").trim(),
-        fs_of(work_dir),
-        work_dir.display(),
-        fs_of(&opts.disk_dir),
-        opts.disk_dir.display()
-    );
-    let _ = writeln!(
-        md,
-        "- {}; lsyncd {}; syncd {} (release build)",
-        daemon::version("rsync", "--version").unwrap_or_default(),
-        lsyncd.trim_start_matches("Version: "),
-        env!("CARGO_PKG_VERSION")
-    );
-    let _ = writeln!(
-        md,
-        "- load average (1, 5, 15 min) before: {load_before}; after: {}; took {minutes:.0} min\n",
-        loadavg()
-    );
-    for w in results {
-        report::workload_table(w, &mut md);
-    }
-    let _ = writeln!(md, "### Targets (syncd, on the medians of this run)\n");
-    let (pass, all) = report::targets_table(results, &mut md);
-    let _ = writeln!(md, "\nsyncd meets {pass} of {all} checked targets.\n");
-    let mut moves = String::new();
-    let (pass, all) = moves::targets_table(results, &mut moves);
-    if all > 0 {
-        let _ = writeln!(md, "### Move targets (issue 14; syncd, on the medians)\n");
-        md.push_str(&moves);
-        let _ = writeln!(md, "\nsyncd meets {pass} of {all} move targets.\n");
-    }
-    md
-}
-
-fn command_line(opts: &Opts) -> String {
-    let mut c = String::from("cargo bench --bench e2e --");
-    if opts.quick {
-        c.push_str(" --quick");
-    }
-    if opts.runs != 3 {
-        c.push_str(&format!(" --runs {}", opts.runs));
-    }
-    for w in &opts.workloads {
-        c.push_str(&format!(" --workload {w}"));
-    }
-    for d in &opts.daemons {
-        c.push_str(&format!(" --daemon {d}"));
-    }
-    if let Some(p) = &opts.syncd_alt {
-        c.push_str(&format!(" --syncd-alt {}", p.display()));
-    }
-    if let Some(n) = opts.scale_files {
-        c.push_str(&format!(" --scale-files {n}"));
-    }
-    if let Some(n) = opts.restart_files {
-        c.push_str(&format!(" --restart-files {n}"));
-    }
-    if let Some(n) = opts.restart_changes {
-        c.push_str(&format!(" --restart-changes {n}"));
-    }
-    if opts.delay != 1.0 {
-        c.push_str(&format!(" --delay {}", opts.delay));
-    }
-    c
-}
-
-fn shell(cmd: &str) -> String {
-    Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
-fn nproc() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(", "))
-        .unwrap_or_default()
-}
-
-/// /dev/shm when it is a tmpfs (trees in memory: no disk noise, no
-/// file system artefacts), else /tmp.
-fn default_work_dir() -> PathBuf {
-    if fs_of(Path::new("/dev/shm")) == "tmpfs" {
-        PathBuf::from("/dev/shm/syncd-e2e")
-    } else {
-        PathBuf::from("/tmp/syncd-e2e")
-    }
-}
-
-fn fs_of(p: &Path) -> String {
-    let dir = p.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
-    let out = shell(&format!("df -T '{}' | tail -1", dir.display()));
-    out.split_whitespace().nth(1).unwrap_or("?").to_string()
 }

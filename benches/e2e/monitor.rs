@@ -48,7 +48,12 @@ pub fn write_wrapper(bin: &Path, log: &Path, real: &Path) -> io::Result<PathBuf>
 /// Like [`write_wrapper`], for lsyncd: rsync also gets `--stats`, and its
 /// standard output (the totals) is appended to `stats`, so the bytes it
 /// sent can be read afterwards (syncd logs them itself).
-pub fn write_stats_wrapper(bin: &Path, log: &Path, real: &Path, stats: &Path) -> io::Result<PathBuf> {
+pub fn write_stats_wrapper(
+    bin: &Path,
+    log: &Path,
+    real: &Path,
+    stats: &Path,
+) -> io::Result<PathBuf> {
     fs::create_dir_all(bin)?;
     let path = bin.join("rsync");
     let script = format!(

@@ -255,10 +255,9 @@ pub fn targets_table(results: &[WorkloadResult], out: &mut String) -> (usize, us
             _ => "–".into(),
         };
         let fewer = match (sb, lb) {
-            (Some(a), Some(b)) if w.remote => cell(
-                a < b,
-                format!("{} vs {}", human(a as u64), human(b as u64)),
-            ),
+            (Some(a), Some(b)) if w.remote => {
+                cell(a < b, format!("{} vs {}", human(a as u64), human(b as u64)))
+            }
             _ => "–".into(),
         };
         let _ = writeln!(out, "| {} | {share} | {fast} | {ahead} | {fewer} |", w.name);

@@ -43,9 +43,10 @@ use serde::Serialize;
 
 use crate::daemon::{Daemon, Kind, Setup};
 use crate::link::{len_of, stats_sent, syncd_sent, text_from, Bytes, Link};
-use crate::measure::{final_streak, timed_rsync, wait_quiet, watch_dest, Dirs, Env};
+use crate::measure::{final_streak, wait_quiet, watch_dest, Dirs, Env};
 use crate::mirror::{Digester, Mirror};
 use crate::monitor::{write_stats_wrapper, write_wrapper, Monitor};
+use crate::reference::timed_rsync;
 use crate::restart_changes::{apply, round, MIX};
 use crate::tree::{now, sleep_until, Rng, Twin};
 use crate::workloads::{Scale, Span, Workload};
@@ -199,9 +200,9 @@ fn setup<'s>(
         work,
         wrapper,
         delay,
-            backoff_max: None,
-            verbose: false,
-            syncd_prefix: &[],
+        backoff_max: None,
+        verbose: false,
+        syncd_prefix: &[],
         remote: link.remote(),
         ssh_wrapper: None,
         log: Some(work.join(log)),
@@ -209,7 +210,6 @@ fn setup<'s>(
 }
 
 impl Bench<'_> {
-
     fn syncd(&mut self, ssh: bool) -> Result<()> {
         let dest = if ssh { "ssh" } else { "local" };
         let link = Link::new(self.env.sshd.as_ref(), ssh)?;
@@ -240,7 +240,14 @@ impl Bench<'_> {
         let ops = self.changes()?;
         apply(&self.d.src, &ops, &mut self.rng)?;
         let clean = setup(&roots, &work, &wrapper, &link, delay, "syncd-clean.log");
-        let dm = self.restart(Kind::Syncd, &clean, &mon, &link, dest, "clean stop (SIGTERM)")?;
+        let dm = self.restart(
+            Kind::Syncd,
+            &clean,
+            &mon,
+            &link,
+            dest,
+            "clean stop (SIGTERM)",
+        )?;
 
         // The daemon has been running: one window committed and delivered
         // (without it the watermark would still be the first stop's).
@@ -445,7 +452,10 @@ impl WatchLimit {
             return Ok(WatchLimit(None));
         }
         std::fs::write(WATCHES, n.to_string()).context("raising max_user_watches (needs root)")?;
-        eprintln!("e2e: restart: fs.inotify.max_user_watches {} -> {n} for the run", old.trim());
+        eprintln!(
+            "e2e: restart: fs.inotify.max_user_watches {} -> {n} for the run",
+            old.trim()
+        );
         Ok(WatchLimit(Some(old)))
     }
 }

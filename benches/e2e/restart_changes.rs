@@ -83,9 +83,7 @@ impl Leaves<'_> {
         // j·7919 mod per_round visits every leaf of the round once.
         let k = (self.next * 7_919) % per_round;
         self.next += 1;
-        Ok(PathBuf::from(
-            self.scale.leaf(self.round + self.rounds * k),
-        ))
+        Ok(PathBuf::from(self.scale.leaf(self.round + self.rounds * k)))
     }
 }
 
@@ -105,7 +103,10 @@ pub fn round(scale: &Scale, round: usize, rounds: usize, n: usize) -> Result<Vec
     let count = |share: usize| (share * n / 1000).max(1);
     let mut ops = Vec::new();
     for k in 0..count(150) {
-        ops.push(Op::Create(l.take()?.join(format!("new{k}")), rng.range(100, 4000) as usize));
+        ops.push(Op::Create(
+            l.take()?.join(format!("new{k}")),
+            rng.range(100, 4000) as usize,
+        ));
     }
     for _ in 0..count(100) {
         ops.push(Op::Append(l.take()?.join("f1"), 100));
@@ -125,7 +126,10 @@ pub fn round(scale: &Scale, round: usize, rounds: usize, n: usize) -> Result<Vec
             ops.push(Op::Rename(a.join("f4"), a.join("f4-renamed")));
         } else {
             let b = l.take()?;
-            ops.push(Op::Rename(a.join("f5"), b.join(format!("from-elsewhere{k}"))));
+            ops.push(Op::Rename(
+                a.join("f5"),
+                b.join(format!("from-elsewhere{k}")),
+            ));
         }
     }
     for k in 0..count(50) {
@@ -153,7 +157,10 @@ pub fn round(scale: &Scale, round: usize, rounds: usize, n: usize) -> Result<Vec
             ops.push(Op::HardLink(a.join("f8"), a.join("f8-link")));
         } else {
             let b = l.take()?;
-            ops.push(Op::HardLink(a.join("f8"), b.join(format!("link-from-elsewhere{k}"))));
+            ops.push(Op::HardLink(
+                a.join("f8"),
+                b.join(format!("link-from-elsewhere{k}")),
+            ));
         }
     }
     for k in 0..count(90) {

@@ -90,14 +90,19 @@ pub fn render(r: &Report, delay: f64, md: &mut String) {
         }
     };
     let find = |who: &str, dest: &str| -> Option<&Row> {
-        r.rows.iter().find(|x| x.who.starts_with(who) && x.dest == dest)
+        r.rows
+            .iter()
+            .find(|x| x.who.starts_with(who) && x.dest == dest)
     };
     for row in r.rows.iter().filter(|x| x.who == "syncd") {
         let time = match (row.mirror_s, find("lsyncd", row.dest)) {
             (Some(t), Some(l)) => {
                 let (lt, what) = match l.mirror_s {
                     Some(m) => (m, "its exact mirror"),
-                    None => (l.last_run_s.unwrap_or(f64::INFINITY), "its sync's end; never exact"),
+                    None => (
+                        l.last_run_s.unwrap_or(f64::INFINITY),
+                        "its sync's end; never exact",
+                    ),
                 };
                 cell(
                     t <= 0.5 * lt,
@@ -107,7 +112,10 @@ pub fn render(r: &Report, delay: f64, md: &mut String) {
             (None, _) => cell(false, "never exact".into()),
             _ => "–".into(),
         };
-        let bytes = match (row.bytes.proxy, find("full", row.dest).and_then(|f| f.bytes.proxy)) {
+        let bytes = match (
+            row.bytes.proxy,
+            find("full", row.dest).and_then(|f| f.bytes.proxy),
+        ) {
             (Some(a), Some(f)) => cell(
                 a.total() as f64 <= 0.01 * f.total() as f64,
                 format!(
@@ -119,7 +127,10 @@ pub fn render(r: &Report, delay: f64, md: &mut String) {
             ),
             _ => "–".into(),
         };
-        let lost = cell(row.exact, if row.exact { "exact" } else { "not exact" }.into());
+        let lost = cell(
+            row.exact,
+            if row.exact { "exact" } else { "not exact" }.into(),
+        );
         let _ = writeln!(
             md,
             "| {} | {} | {time} | {bytes} | {lost} |",
@@ -128,4 +139,3 @@ pub fn render(r: &Report, delay: f64, md: &mut String) {
     }
     let _ = writeln!(md, "\nsyncd meets {pass} of {all} restart targets.\n");
 }
-

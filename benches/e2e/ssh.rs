@@ -107,9 +107,7 @@ fn user_name() -> Result<String> {
         if pw.is_null() {
             bail!("the current user has no passwd entry");
         }
-        Ok(CStr::from_ptr((*pw).pw_name)
-            .to_string_lossy()
-            .into_owned())
+        Ok(CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned())
     }
 }
 
