@@ -199,6 +199,13 @@ fn apply_one(src: &Path, op: &Op, rng: &mut Rng) -> Result<()> {
         Op::Create(f, len) => rewrite(&p(f), &rng.bytes(*len))?,
         Op::Append(f, len) => append(&p(f), &rng.bytes(*len))?,
         Op::SameSize(f) => {
+            // The tree's files are 0 to 199 bytes: take the first non-empty
+            // one of the leaf (every change has its leaf to itself).
+            let dir = f.parent().context("a file has a parent")?;
+            let f = &std::iter::once(f.clone())
+                .chain((0..10).map(|i| dir.join(format!("f{i}"))))
+                .find(|c| fs::metadata(p(c)).is_ok_and(|m| m.len() > 0))
+                .context("a leaf of empty files")?;
             let m = fs::metadata(p(f))?;
             let old = fs::read(p(f))?;
             let mut new = rng.bytes(old.len());
