@@ -608,15 +608,19 @@ impl EventLoop {
 
     fn add_watch(&mut self, path: &Path, is_recursive: bool, mut watch_self: bool) -> Result<()> {
         // If the watch is not recursive, or if we determine (by stat'ing the path to get its
-        // metadata) that the watched path is not a directory, add a single path watch.
-        // Without follow_links a symlink is never a directory to walk (WalkDir always follows
-        // its root).
+        // metadata) that the watched path is not a directory, add a single path watch. Only a
+        // recursive watch needs the stat: a caller that watches a large tree one directory at a
+        // time would otherwise pay one per watch. Without follow_links a symlink is never a
+        // directory to walk (WalkDir always follows its root).
+        if !is_recursive {
+            return self.add_single_watch(path, false, true);
+        }
         let meta = if self.follow_links {
             metadata(path)
         } else {
             std::fs::symlink_metadata(path)
         };
-        if !is_recursive || !meta.map_err(Error::io_watch)?.is_dir() {
+        if !meta.map_err(Error::io_watch)?.is_dir() {
             return self.add_single_watch(path, false, true);
         }
 
