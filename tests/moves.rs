@@ -273,6 +273,46 @@ fn every_kind_of_move_is_replayed_over_ssh() {
     every_kind_of_move(|dir| Kind::Ssh(Sshd::start(&dir.root.join("sshd"))));
 }
 
+/// A key that may run rsync only (`rrsync`, as rsync ships it): rrsync
+/// refuses syncd's `--modify-window=-1`, and the failure says to set
+/// `exact-mtimes=false`; with it, the runs pass, the SFTP subsystem cannot
+/// be opened, the first batch with moves says so once, and from then on
+/// that destination's moves are transfers, with no failure and no retry
+/// loop.
+#[test]
+fn a_key_restricted_to_rsync_sends_moves_as_transfers_and_says_so_once() {
+    let dir = Dir::new();
+    big(&dir, "a/f", 1);
+    big(&dir, "b/g", 2);
+    let sshd = Sshd::start(&dir.root.join("sshd"));
+    sshd.restrict(r#"command="/usr/bin/rrsync /",restrict"#);
+    let kind = Kind::Ssh(sshd);
+    let d = start(&dir, &kind, &[]);
+    d.wait_log("exact-mtimes=false", T);
+    assert!(d.stop().success());
+    let d = start(&dir, &kind, &["--dest-opt", "127.0.0.1:exact-mtimes=false"]);
+    d.wait_log("watching", T);
+    dir.wait_mirror(T);
+    wait_drained(&dir.state(), T);
+    let sent = step(&d, &dir, "a directory renamed", |d| {
+        fs::rename(d.s("a"), d.s("a2")).unwrap()
+    });
+    assert!(sent >= 2 * MIB as u64, "sent as a transfer: {sent}");
+    let sent = step(&d, &dir, "another directory renamed", |d| {
+        fs::rename(d.s("b"), d.s("b2")).unwrap()
+    });
+    assert!(sent >= 2 * MIB as u64, "sent as a transfer: {sent}");
+    let log = d.log();
+    assert_eq!(
+        log.matches("renames cannot be replayed on this destination")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("ERROR"), "{log}");
+    assert!(d.stop().success());
+}
+
 /// Kills the daemon while it replays a batch of 2,000 renames, at a few
 /// moments after their commit; the restart must end in an exact mirror.
 #[test]

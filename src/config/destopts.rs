@@ -55,6 +55,11 @@ pub const KEYS: &[(&str, &str)] = &[
         "moves",
         "replay renames on the destination (true, the default) or send them as transfers (false)",
     ),
+    (
+        "exact-mtimes",
+        "compare modification times to the nanosecond (true, the default: --modify-window=-1) \
+         or to the second (false, for a server that refuses it, such as rrsync)",
+    ),
 ];
 
 /// Everything that shapes the rsync runs of one destination.
@@ -88,6 +93,13 @@ pub struct DestOptions {
     pub control_dir: Option<PathBuf>,
     /// Replay renames on the destination before the data pass.
     pub moves: bool,
+    /// Pass `--modify-window=-1`, so that rsync's quick check compares
+    /// modification times to the nanosecond. rrsync, the forced command
+    /// rsync ships for keys restricted to rsync, refuses the negative
+    /// window (the server sees `-@-1`), so such a destination turns it
+    /// off; the runs of the files that events name are sent with
+    /// `--ignore-times` either way.
+    pub exact_mtimes: bool,
 }
 
 impl Default for DestOptions {
@@ -106,6 +118,7 @@ impl Default for DestOptions {
             control_persist_s: 300,
             control_dir: None,
             moves: true,
+            exact_mtimes: true,
         }
     }
 }
@@ -117,6 +130,14 @@ fn seconds(key: &str, v: &str, zero_ok: bool) -> Result<u32, String> {
             "{key} must be a whole number of seconds from {} to 604800, not {v:?}",
             if zero_ok { 0 } else { 1 }
         )),
+    }
+}
+
+fn boolean(key: &str, v: &OsStr) -> Result<bool, String> {
+    match text(key, v)? {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        v => Err(format!("{key} must be true or false, not {v:?}")),
     }
 }
 
@@ -196,13 +217,8 @@ impl DestOptions {
                 }
                 self.password_file = Some(PathBuf::from(value));
             }
-            "moves" => {
-                self.moves = match text(key, value)? {
-                    "true" | "yes" | "on" | "1" => true,
-                    "false" | "no" | "off" | "0" => false,
-                    v => return Err(format!("moves must be true or false, not {v:?}")),
-                }
-            }
+            "moves" => self.moves = boolean(key, value)?,
+            "exact-mtimes" => self.exact_mtimes = boolean(key, value)?,
             other => {
                 let keys: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
                 return Err(format!(
@@ -296,6 +312,7 @@ mod tests {
             ("control-persist", "0"),
             ("password-file", "/etc/pw"),
             ("moves", "false"),
+            ("exact-mtimes", "no"),
         ] {
             set(&mut o, k, v).unwrap();
         }
@@ -308,7 +325,8 @@ mod tests {
         assert_eq!(o.partial_dir.as_deref(), Some(OsStr::new(".part")));
         assert_eq!(o.control_persist_s, 0);
         assert_eq!(o.password_file.as_deref(), Some(Path::new("/etc/pw")));
-        assert_eq!(KEYS.len(), 12, "every key is tested above");
+        assert!(!o.moves && !o.exact_mtimes);
+        assert_eq!(KEYS.len(), 13, "every key is tested above");
         set(&mut o, "partial-dir", "").unwrap();
         assert_eq!(o.partial_dir, None);
         set(&mut o, "bwlimit", "0").unwrap();

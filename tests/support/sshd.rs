@@ -173,6 +173,14 @@ impl Sshd {
         w.join(" ")
     }
 
+    /// Restricts the client key from the next login on: `options` go
+    /// before it in `authorized_keys` (for example `command="rrsync /"`,
+    /// a key that may run rsync only).
+    pub fn restrict(&self, options: &str) {
+        let key = fs::read_to_string(self.dir.join("client_ed25519.pub")).unwrap();
+        fs::write(self.dir.join("authorized_keys"), format!("{options} {key}")).unwrap();
+    }
+
     /// The listener's pid (the root of every session).
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -72,9 +72,11 @@ pub fn argv(
         "--delete-missing-args",
         "--force",
         "-HpltogD",
-        "--modify-window=-1",
     ] {
         a.push(f.into());
+    }
+    if opts.exact_mtimes {
+        a.push("--modify-window=-1".into());
     }
     if progress {
         a.push("--info=stats2,progress2".into());
@@ -166,6 +168,14 @@ mod tests {
             &[OsString::from("--"), "/src/".into(), "/dst/-weird/".into()]
         );
         assert!(a.contains(&"--modify-window=-1".into()));
+        let coarse = DestOptions {
+            exact_mtimes: false,
+            ..DestOptions::default()
+        };
+        let to_rrsync = argv(Run::Trees, &s, &d, &coarse, false);
+        assert!(!to_rrsync
+            .iter()
+            .any(|w| w.to_string_lossy().contains("modify-window")));
         assert!(a.contains(&"-r".into()));
         let dirs = argv(Run::Dirs, &s, &d, &DestOptions::default(), false);
         assert!(!dirs.contains(&"-r".into()) && dirs.contains(&"--delete".into()));

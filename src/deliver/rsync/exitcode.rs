@@ -84,6 +84,9 @@ pub enum Hint {
     UnknownModule,
     /// ssh cannot parse its configuration or command line.
     SshConfig,
+    /// The key's forced command, rsync's `rrsync`, refused the command
+    /// line: it does not take a negative `--modify-window`.
+    Rrsync,
 }
 
 impl Hint {
@@ -93,6 +96,11 @@ impl Hint {
             Hint::Auth => "authentication was refused",
             Hint::UnknownModule => "the daemon has no such module",
             Hint::SshConfig => "ssh rejected its configuration",
+            Hint::Rrsync => {
+                "the server's forced command (rrsync) refused the rsync command: rrsync does \
+                 not accept --modify-window=-1; set exact-mtimes=false for this destination \
+                 (--dest-opt NAME:exact-mtimes=false)"
+            }
         }
     }
 }
@@ -118,6 +126,9 @@ pub fn hint(line: &str) -> Option<Hint> {
     }
     if line.contains("Bad configuration option") || line.contains("Bad owner or permissions") {
         return Some(Hint::SshConfig);
+    }
+    if line.contains("rrsync error: invalid rsync-command syntax or options") {
+        return Some(Hint::Rrsync);
     }
     None
 }
@@ -181,6 +192,10 @@ mod tests {
         let denied = hint("root@127.0.0.1: Permission denied (publickey).");
         assert_eq!(denied, Some(Hint::Auth));
         assert_eq!(classify(Some(255), denied), Class::Fatal);
+        let rrsync = hint("/usr/bin/rrsync error: invalid rsync-command syntax or options");
+        assert_eq!(rrsync, Some(Hint::Rrsync));
+        assert_eq!(classify(Some(12), rrsync), Class::Fatal);
+        assert!(hint_text(Hint::Rrsync).contains("exact-mtimes=false"));
         let module = hint("@ERROR: Unknown module 'nope'");
         assert_eq!(classify(Some(5), module), Class::Fatal);
         assert_eq!(
