@@ -37,6 +37,9 @@ pub struct Plan {
     /// files run too, since the trees run's quick check cannot see a
     /// same-size rewrite within one tick of the kernel's clock.
     pub sure: Vec<Entry>,
+    /// The moves may have been replayed before: `quick` is compared by
+    /// content ([`Run::Resend`]), not by the quick check.
+    pub distrust_moves: bool,
 }
 
 /// Entries by kind, for the log line of a run.
@@ -104,6 +107,7 @@ pub fn plan(
         quick: Vec::new(),
         fuzzy: Vec::new(),
         sure,
+        distrust_moves: false,
     })
 }
 
@@ -114,7 +118,8 @@ impl Plan {
     /// back) or put the wrong data there. A rename alone is not proof: an
     /// earlier run may have read the source after the move and sent the
     /// moved data already (then a replayed swap swaps it back), and a
-    /// batch replayed again after a crash repeats its swaps.
+    /// batch replayed again would repeat its swaps (the worker does not
+    /// replay a batch twice, and then sets [`Plan::distrust_moves`]).
     pub fn check_moves(
         &mut self,
         stat: impl FnMut(&[u8]) -> Node,
@@ -179,7 +184,13 @@ impl Plan {
             .1
             .sort_by(|a, b| crate::changeset::path_cmp(&a.path, &b.path));
         runs[0].1.dedup_by(|a, b| a.path == b.path);
-        runs[1].1.extend(self.quick.iter());
+        let resend = match self.distrust_moves {
+            true => self.quick.iter().collect(),
+            false => {
+                runs[1].1.extend(self.quick.iter());
+                Vec::new()
+            }
+        };
         if !runs[1].1.is_empty() {
             let files = self.entries.iter().filter(|e| e.kind == Kind::File);
             runs[1].1.extend(files);
@@ -188,8 +199,9 @@ impl Plan {
                 .sort_by(|a, b| crate::changeset::path_cmp(&a.path, &b.path));
             runs[1].1.dedup_by(|a, b| a.path == b.path);
         }
-        std::iter::once(fuzzy)
-            .chain(runs)
+        let [files, trees, dirs] = runs;
+        [fuzzy, files, trees, (Run::Resend, resend), dirs]
+            .into_iter()
             .filter(|(_, list)| !list.is_empty())
             .collect()
     }

@@ -22,6 +22,7 @@ use crate::error::Result;
 pub(super) const WATERMARK: &[u8] = b"watermark";
 const CHECKPOINT: &[u8] = b"checkpoint:";
 const CHECKPOINT_DONE: &[u8] = b"checkpoint_done:";
+const MOVES_REPLAYED: &[u8] = b"moves_replayed:";
 
 /// A destination's checkpoints.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,6 +53,38 @@ impl Store {
             .insert(WATERMARK, &ms.to_be_bytes())
             .map_err(self.sled_failed(WHAT))?;
         self.flush_for(WHAT)
+    }
+
+    /// The last changeset of a batch whose moves a destination's worker
+    /// began to replay and which was not acked since: a batch that holds
+    /// it may have had its moves applied already, and replaying them again
+    /// (a swap twice) would be wrong.
+    pub fn moves_replayed(&self, target: &[u8]) -> Option<u64> {
+        let key = [MOVES_REPLAYED, target].concat();
+        self.meta.get(key).ok().flatten().and_then(|b| u64_of(&b))
+    }
+
+    /// Records, and flushes, that the moves of a batch ending at changeset
+    /// `through` are about to be replayed on `target`; before the first
+    /// rename, so that a crash in the middle of them is known at the next
+    /// start.
+    pub fn set_moves_replayed(&self, target: &[u8], through: u64) -> Result<()> {
+        const WHAT: &str = "cannot record a replay of moves in";
+        self.ensure_space(64 + target.len())
+            .map_err(self.failed(WHAT))?;
+        self.meta
+            .insert([MOVES_REPLAYED, target].concat(), &through.to_be_bytes())
+            .map_err(self.sled_failed(WHAT))?;
+        self.flush_for(WHAT)
+    }
+
+    /// Forgets the replay once its batch is acked (not flushed: a crash
+    /// before the next flush only makes one batch be checked by content).
+    pub fn clear_moves_replayed(&self, target: &[u8]) -> Result<()> {
+        self.meta
+            .remove([MOVES_REPLAYED, target].concat())
+            .map_err(self.sled_failed("cannot clear a replay of moves in"))?;
+        Ok(())
     }
 
     /// The delivered watermark of a destination: every change made before

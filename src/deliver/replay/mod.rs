@@ -9,8 +9,13 @@
 //! `to`, and `from` is deleted by the `Gone` the optimizer left there.
 //! Whatever happened here, the data pass checks every move's `to` by
 //! rsync's quick check ([`Plan::check_moves`]), so a rename that put the
-//! wrong data in place (the destination was ahead of the move, or the
-//! batch is replayed again after a crash and repeats a swap) is repaired.
+//! wrong data in place (the destination was ahead of the move) is
+//! repaired. A batch is never replayed twice: the worker records in the
+//! store that a batch's moves are being replayed before the first rename,
+//! and until that batch is acked its attempts replay nothing and send the
+//! new names compared by content (`Plan::distrust_moves`), since a swap
+//! replayed twice can leave two files of one size and mtime each where
+//! the other belongs.
 //! Nothing here acks: the worker acks the batch only after the data pass
 //! succeeded too.
 //!

@@ -29,6 +29,12 @@ pub enum Run {
     /// New or moved-in trees and full syncs: recursive, with deletions, and
     /// rsync's quick check, so unchanged files below cost a `stat`.
     Trees,
+    /// The new names of moves that may have been replayed before (a retry
+    /// of a batch, or the first attempt after a stop in the middle of
+    /// one): recursive, with deletions, and `--ignore-times`, since a swap
+    /// replayed twice leaves two files of the same size and mtime, each
+    /// where the other belongs, which the quick check cannot see.
+    Resend,
     /// Directories whose own attributes changed, and directory listings
     /// (`./dir/`: its direct children, deleting those gone): not recursive.
     Dirs,
@@ -60,6 +66,11 @@ pub fn argv(
         Run::Trees => {
             a.push("-r".into());
             a.push("--delete".into());
+        }
+        Run::Resend => {
+            a.push("-r".into());
+            a.push("--delete".into());
+            a.push("--ignore-times".into());
         }
         // Deletes only inside the directories listed with a trailing `/`.
         Run::Dirs => a.push("--delete".into()),
@@ -180,6 +191,10 @@ mod tests {
         let dirs = argv(Run::Dirs, &s, &d, &DestOptions::default(), false);
         assert!(!dirs.contains(&"-r".into()) && dirs.contains(&"--delete".into()));
         assert!(!dirs.contains(&"--ignore-times".into()));
+        let resend = argv(Run::Resend, &s, &d, &DestOptions::default(), false);
+        for w in ["-r", "--delete", "--ignore-times"] {
+            assert!(resend.contains(&w.into()), "{w}");
+        }
         let files = argv(Run::Files, &s, &d, &DestOptions::default(), false);
         assert!(!files.contains(&"-r".into()) && !files.contains(&"--delete".into()));
         assert!(files.contains(&"--ignore-times".into()) && !a.contains(&"--ignore-times".into()));

@@ -14,6 +14,7 @@ use crate::changeset::Op;
 use crate::config::location::Place;
 use crate::deliver::classify::{lstat, RootGone};
 use crate::deliver::plan::plan;
+use crate::deliver::replay::Replayed;
 use crate::deliver::rsync::progress::Tracker;
 use crate::deliver::rsync::stall::StallWatch;
 use crate::deliver::rsync::{self, Class, Control, Outcome, Run};
@@ -22,7 +23,7 @@ use crate::observe::status::Cmd;
 impl Worker {
     /// Plans and runs rsync for the `raw` entries of the pending
     /// changesets; `Ok(None)` on success.
-    pub(super) fn sync(&self, raw: Vec<Op>) -> Result<Option<Outcome>, Stopped> {
+    pub(super) fn sync(&self, raw: Vec<Op>, seqs: &[u64]) -> Result<Option<Outcome>, Stopped> {
         let f = &self.settings.filter;
         let planned = plan(
             raw,
@@ -34,7 +35,40 @@ impl Worker {
             Ok(p) => p,
             Err(RootGone) => return Ok(Some(self.root_gone())),
         };
-        let replayed = {
+        let target = self.target();
+        let first = seqs.first().copied().unwrap_or(0);
+        let again = !plan.moves.is_empty()
+            && self
+                .store
+                .moves_replayed(&target)
+                .is_some_and(|through| first <= through);
+        let can_rename = self.cfg.rsync.moves
+            && matches!(
+                self.cfg.dest.place,
+                Place::Local { .. } | Place::Shell { .. }
+            );
+        let recorded = || {
+            let last = seqs.last().copied().unwrap_or(0);
+            match self.store.set_moves_replayed(&target, last) {
+                Ok(()) => None,
+                Err(e) => Some(format!("the replay could not be recorded: {e}")),
+            }
+        };
+        let unsafe_to_replay = if again {
+            plan.distrust_moves = true;
+            Some(
+                "they may have been replayed before, by an attempt that did not finish (a \
+                 failed run, or a stop): their new names are sent and compared by content"
+                    .to_string(),
+            )
+        } else if can_rename && !plan.moves.is_empty() {
+            recorded()
+        } else {
+            None
+        };
+        let replayed = if let Some(why) = unsafe_to_replay {
+            Replayed::all_fall_back(&plan.moves, &why)
+        } else {
             let mut stop = false;
             let mut r = self.replayer.borrow_mut();
             let replayed = r.replay(&self.cfg.dest, &self.cfg.rsync, &self.source, &plan, || {

@@ -143,7 +143,7 @@ impl Worker {
                 }
             }
             self.set_state(State::Syncing);
-            let result = self.sync(raw)?;
+            let result = self.sync(raw, &seqs)?;
             self.finish(&pending, &seqs, result)?;
         }
     }
@@ -261,6 +261,11 @@ impl Worker {
         }
     }
 
+    /// The destination's key in the store.
+    fn target(&self) -> Vec<u8> {
+        std::os::unix::ffi::OsStrExt::as_bytes(self.cfg.dest.target.as_os_str()).to_vec()
+    }
+
     /// Acknowledges the changesets `seqs`, which rsync delivered. When the
     /// store refuses (the state file system is full), the ack itself is
     /// retried with the same exponential backoff as a failed run, the
@@ -269,8 +274,7 @@ impl Worker {
     /// `Err` when the worker is told to stop meanwhile; the changesets then
     /// stay queued and run again after the next start, harmlessly.
     fn ack(&self, pending: &[crate::store::Pending], seqs: &[u64]) -> Result<(), Stopped> {
-        let target =
-            std::os::unix::ffi::OsStrExt::as_bytes(self.cfg.dest.target.as_os_str()).to_vec();
+        let target = self.target();
         let paths = pending
             .iter()
             .map(|p| p.changeset.as_ref().map_or(1, crate::store::queue::size_of))
@@ -289,6 +293,19 @@ impl Worker {
                 Ok(()) => {
                     log::debug!("[{}] acked", self.name());
                     self.settle_checkpoint(&target);
+                    let last = seqs.last().copied().unwrap_or(0);
+                    if self
+                        .store
+                        .moves_replayed(&target)
+                        .is_some_and(|t| t <= last)
+                    {
+                        if let Err(e) = self.store.clear_moves_replayed(&target) {
+                            log::warn!(
+                                "[{}] {e}; the next batch is compared by content",
+                                self.name()
+                            );
+                        }
+                    }
                     return Ok(());
                 }
                 Err(e) => e,
