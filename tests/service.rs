@@ -219,6 +219,7 @@ fn metrics_are_served_on_loopback_and_follow_the_queue() {
         text.contains("# TYPE syncd_main_loop_step_seconds histogram"),
         "{text}"
     );
+    assert_eq!(metric(&text, "syncd_unwatched_directories"), 0.0);
     let steps = metric(&text, "syncd_main_loop_step_seconds_count");
     assert!(steps >= 1.0, "{text}");
     assert_eq!(

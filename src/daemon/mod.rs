@@ -361,6 +361,7 @@ impl Daemon {
             .collect();
         let mut text = crate::observe::metrics::render(&dests, self.started_unix);
         self.steps.prometheus(&mut text);
+        crate::observe::metrics::unwatched(&mut text, self.unwatched().count);
         Some(text)
     }
 

@@ -32,6 +32,18 @@ fn label(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Appends the count of directories below SOURCE that are not watched
+/// (out of inotify watches, or not readable): synced whole and retried,
+/// and worth an alert when it stays above zero.
+pub fn unwatched(out: &mut String, count: u64) {
+    let name = "syncd_unwatched_directories";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Directories below SOURCE that are not watched (synced whole, retried).\n\
+         # TYPE {name} gauge\n{name} {count}"
+    );
+}
+
 /// Renders the metrics text.
 pub fn render(dests: &[DestMetrics<'_>], started_unix: u64) -> String {
     let mut o = String::new();
@@ -296,6 +308,13 @@ mod tests {
             5,
         );
         assert!(t.contains("# TYPE syncd_pending_changesets gauge"), "{t}");
+        let mut u = String::new();
+        unwatched(&mut u, 3);
+        assert!(
+            u.contains("# TYPE syncd_unwatched_directories gauge\n"),
+            "{u}"
+        );
+        assert!(u.ends_with("\nsyncd_unwatched_directories 3\n"), "{u}");
         assert!(
             t.contains("syncd_pending_changesets{dest=\"we\\\"ird\\\\name\"} 3"),
             "{t}"
