@@ -25,6 +25,20 @@ pub fn replay(
         }
         let from = landing(dir, rel, &m.from);
         let to = landing(dir, rel, &m.to);
+        // rename(2) follows symlinks in every component but the last: a
+        // directory of the source that is still a symlink on the
+        // destination (its change not delivered yet) would take the
+        // rename elsewhere, over a file no event names again.
+        if let Some(link) = [&m.from, &m.to]
+            .into_iter()
+            .find_map(|p| linked_ancestor(dir, rel, p))
+        {
+            r.fall_back(
+                m,
+                format_args!("{} is a symlink on the destination", link.display()),
+            );
+            continue;
+        }
         if std::fs::symlink_metadata(&from).is_err() {
             r.fall_back(m, "not on the destination");
             continue;
@@ -46,6 +60,25 @@ pub fn replay(
         }
     }
     r
+}
+
+/// The first directory above `p` (below the destination directory) that
+/// is a symlink on the destination, if any.
+fn linked_ancestor(dir: &Path, rel: &[u8], p: &[u8]) -> Option<std::path::PathBuf> {
+    let full = match rel.is_empty() {
+        true => p.to_vec(),
+        false => [rel, b"/", p].concat(),
+    };
+    let mut at = 0;
+    while let Some(i) = full[at..].iter().position(|&b| b == b'/') {
+        let up = &full[..at + i];
+        at += i + 1;
+        let path = landing(dir, b"", up);
+        if std::fs::symlink_metadata(&path).is_ok_and(|md| md.file_type().is_symlink()) {
+            return Some(path);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -96,6 +129,30 @@ mod tests {
         );
         assert!(r.why[0].contains("not on the destination"), "{r:?}");
         assert!(r.why[1].contains("new parent"), "{r:?}");
+    }
+
+    #[test]
+    fn a_move_through_a_symlinked_directory_falls_back() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        fs::create_dir_all(d.join("real/inside")).unwrap();
+        fs::write(d.join("real/inside/f"), b"keep").unwrap();
+        std::os::unix::fs::symlink("real", d.join("link")).unwrap();
+        fs::write(d.join("x"), b"moved").unwrap();
+        let r = replay(
+            d,
+            b"",
+            &[m("x", "link/inside/f")],
+            &NewDirs::of(&[]),
+            || false,
+        );
+        assert_eq!(r.done, 0, "{r:?}");
+        assert!(
+            r.why[0].contains("is a symlink on the destination"),
+            "{r:?}"
+        );
+        assert_eq!(fs::read(d.join("real/inside/f")).unwrap(), b"keep");
+        assert_eq!(fs::read(d.join("x")).unwrap(), b"moved");
     }
 
     #[test]
