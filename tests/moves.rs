@@ -313,6 +313,44 @@ fn a_key_restricted_to_rsync_sends_moves_as_transfers_and_says_so_once() {
     assert!(d.stop().success());
 }
 
+/// A symlink of the source replaced by a directory, and a file moved into
+/// it, in one window: on the destination the directory is still the
+/// symlink when the moves are replayed, and a rename through it would land
+/// in the symlink's target, where no event ever names it again.
+fn a_move_under_a_symlink_turned_directory(make: impl FnOnce(&Dir) -> Kind) {
+    let dir = Dir::new();
+    dir.write("real/keep", "k");
+    dir.write("x", "moved");
+    std::os::unix::fs::symlink("real", dir.s("link")).unwrap();
+    let kind = make(&dir);
+    let d = start(&dir, &kind, &[]);
+    d.wait_log("watching", T);
+    dir.wait_mirror(T);
+    wait_drained(&dir.state(), T);
+    fs::remove_file(dir.s("link")).unwrap();
+    fs::create_dir(dir.s("link")).unwrap();
+    fs::rename(dir.s("x"), dir.s("link/x")).unwrap();
+    dir.wait_mirror(T);
+    wait_drained(&dir.state(), T);
+    assert!(!dir.dst().join("real/x").exists());
+    assert!(
+        d.log().contains("is a symlink on the destination"),
+        "{}",
+        d.log()
+    );
+    assert!(d.stop().success());
+}
+
+#[test]
+fn a_move_under_a_symlink_turned_directory_falls_back_locally() {
+    a_move_under_a_symlink_turned_directory(|_| Kind::Local);
+}
+
+#[test]
+fn a_move_under_a_symlink_turned_directory_falls_back_over_ssh() {
+    a_move_under_a_symlink_turned_directory(|dir| Kind::Ssh(Sshd::start(&dir.root.join("sshd"))));
+}
+
 /// Sets the modification time of `p` to the nanosecond.
 fn set_mtime(p: &Path, at: &str) {
     let st = std::process::Command::new("touch")

@@ -171,6 +171,11 @@ impl NewDirs {
         )
     }
 
+    /// Whether `dir` is one of the new trees itself.
+    pub fn contains(&self, dir: &[u8]) -> bool {
+        self.0.contains(dir)
+    }
+
     /// Whether the data pass creates `dir` (it is at or below a new tree).
     pub fn covers(&self, dir: &[u8]) -> bool {
         let mut p = dir;

@@ -35,7 +35,9 @@ use crate::changeset::Move;
 const INIT: u8 = 1;
 const VERSION: u8 = 2;
 const MKDIR: u8 = 14;
+const LSTAT: u8 = 7;
 const STATUS: u8 = 101;
+const ATTRS: u8 = 105;
 const EXTENDED: u8 = 200;
 const POSIX_RENAME: &[u8] = b"posix-rename@openssh.com";
 const NO_SUCH_FILE: u32 = 2;
@@ -286,6 +288,62 @@ impl Session {
         Ok((id, code))
     }
 
+    /// Whether `path` is a symlink on the server (`false` when it is
+    /// missing). Sent alone, before any other request is in flight.
+    fn is_symlink(&mut self, path: &[u8]) -> std::io::Result<bool> {
+        let mut body = Vec::new();
+        put_string(&mut body, path);
+        let id = self.send(LSTAT, &body, false)?;
+        loop {
+            let (kind, body) = self.recv()?;
+            let mut r = Reader(&body);
+            if r.u32() != Some(id) {
+                continue;
+            }
+            if kind != ATTRS {
+                return Ok(false);
+            }
+            let flags = r.u32().unwrap_or(0);
+            // SSH_FILEXFER_ATTR_SIZE (a u64), then _UIDGID (two u32).
+            let skip = 2 * u32::from(flags & 1 != 0) + 2 * u32::from(flags & 2 != 0);
+            for _ in 0..skip {
+                r.u32();
+            }
+            let mode = match flags & 4 {
+                0 => None,
+                _ => r.u32(),
+            };
+            return Ok(mode.is_some_and(|m| m & 0o170000 == 0o120000));
+        }
+    }
+
+    /// The directories the batch creates above a move's paths that are
+    /// symlinks on the destination (a symlink of the source replaced by a
+    /// directory, not delivered yet): the server's rename would follow
+    /// them, so their moves fall back.
+    fn linked_new_dirs(
+        &mut self,
+        base: &[u8],
+        moves: &[Move],
+        new_dirs: &NewDirs,
+    ) -> std::io::Result<Vec<Vec<u8>>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut linked = Vec::new();
+        for m in moves {
+            for p in [&m.from, &m.to] {
+                for dir in ancestors(parent(p)) {
+                    if new_dirs.contains(dir)
+                        && seen.insert(dir.to_vec())
+                        && self.is_symlink(&remote(base, dir))?
+                    {
+                        linked.push(dir.to_vec());
+                    }
+                }
+            }
+        }
+        Ok(linked)
+    }
+
     /// Replays `moves` in order under `base`; a move whose rename fails
     /// falls back. A parent the batch creates is made first, one `mkdir`
     /// per missing level (an existing one just fails). A broken connection
@@ -296,7 +354,30 @@ impl Session {
         let mut answered = vec![false; moves.len()];
         let mut failure: Option<String> = None;
         let mut body = Vec::new();
+        let linked = match self.linked_new_dirs(base, moves, new_dirs) {
+            Ok(l) => l,
+            Err(e) => {
+                failure = Some(e.to_string());
+                Vec::new()
+            }
+        };
         'moves: for (i, m) in moves.iter().enumerate() {
+            if failure.is_some() {
+                break;
+            }
+            let below =
+                |p: &[u8], l: &[u8]| p.len() > l.len() && p.starts_with(l) && p[l.len()] == b'/';
+            if let Some(l) = linked.iter().find(|l| below(&m.from, l) || below(&m.to, l)) {
+                answered[i] = true;
+                r.fall_back(
+                    m,
+                    format_args!(
+                        "{} is a symlink on the destination",
+                        crate::changeset::escape(l)
+                    ),
+                );
+                continue;
+            }
             let mut requests: Vec<(u8, Vec<u8>, Option<usize>)> = Vec::new();
             if new_dirs.covers(parent(&m.to)) {
                 for dir in ancestors(parent(&m.to)) {
