@@ -134,7 +134,7 @@ fuzz_target!(|input: Input| {
     let t0 = Instant::now();
     let hour = Duration::from_secs(3600);
     let mut agg = Aggregator::new(hour, 1_000_000, threshold, hour);
-    let mut commit = |agg: &mut Aggregator| {
+    let commit = |agg: &mut Aggregator| {
         let cs = agg.changeset(1, t0);
         check_moves(&cs.moves);
         assert!(is_canonical(&cs.entries), "window not canonical: {cs:?}");

@@ -435,6 +435,29 @@ mod tests {
         }
     }
 
+    /// A TCP socket bound to a free loopback port, not listening.
+    fn bound_not_listening() -> (std::os::fd::OwnedFd, u16) {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket calls on a descriptor owned from here on;
+        // the address structures are zeroed and sized as the calls expect.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0);
+            let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let mut a: libc::sockaddr_in = std::mem::zeroed();
+            a.sin_family = libc::AF_INET as libc::sa_family_t;
+            a.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let r = libc::bind(fd, &a as *const _ as *const libc::sockaddr, len);
+            assert_eq!(r, 0);
+            let mut got: libc::sockaddr_in = std::mem::zeroed();
+            let mut glen = len;
+            let r = libc::getsockname(fd, &mut got as *mut _ as *mut libc::sockaddr, &mut glen);
+            assert_eq!(r, 0);
+            (owned, u16::from_be(got.sin_port))
+        }
+    }
+
     #[test]
     fn a_tcp_probe_connects_and_ssh_g_output_is_read() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -447,6 +470,16 @@ mod tests {
         };
         assert_eq!(p.check(), Verdict::Pass);
         drop(l);
+        // A port that was just closed can be taken by another process
+        // before the second check: hold one bound without listening, which
+        // refuses connections and keeps the port ours.
+        let (_held, port) = bound_not_listening();
+        let p = Probe::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+            timeout: S,
+            what: "ssh",
+        };
         match p.check() {
             Verdict::Fail(why) => assert!(why.contains("cannot connect"), "{why}"),
             Verdict::Pass => panic!("a closed port passed"),
