@@ -63,11 +63,21 @@ fn an_overflow_rescans_what_changed_instead_of_a_full_sync() {
     dir.wait_mirror(T);
     assert!(first.stop().success());
     let d = with_a_small_queue(&dir, &["-v"]);
+    // The daemon is stopped while the burst is written, so that its
+    // watcher cannot keep up with the kernel's queue however fast the
+    // machine. The new directories are not watched yet, so the events
+    // that overflow the queue come from a watched one: 100 files in `d`
+    // are far more than 64 events.
+    d.signal(libc::SIGSTOP);
     for i in 0..20 {
         for j in 0..100 {
             dir.write(format!("burst{i}/f{j}"), format!("{i}/{j}"));
         }
     }
+    for j in 0..100 {
+        dir.write(format!("d/burst{j}"), format!("{j}"));
+    }
+    d.signal(libc::SIGCONT);
     d.wait_log("overflowed", T);
     dir.wait_mirror(T);
     let log = d.log();
