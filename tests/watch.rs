@@ -508,3 +508,39 @@ fn excluded_paths_are_neither_synced_nor_deleted() {
     assert!(!dir.dst().join("sub/cache").exists());
     assert!(d.stop().success());
 }
+
+/// The soak's one failure, made certain: a directory created, then its
+/// parent replaced by a symlink to a watched directory that holds one of
+/// the same name, all before the daemon reads the events. Watching the
+/// new directory's path then reaches the other one through the symlink;
+/// neither the mapping of its events nor the removal that follows may
+/// take the real directory's watch with it.
+#[test]
+fn a_directory_replaced_by_a_symlink_before_its_events_are_read_keeps_the_target_s_watch() {
+    let dir = Dir::new();
+    dir.write("d1/e/inside/f", "0");
+    fs::create_dir(dir.s("a")).unwrap();
+    let d = dir.start_synced("0.3", &[]);
+    let watches = watch_count(d.pid() as u32);
+    for round in 0..3 {
+        d.signal(libc::SIGSTOP);
+        fs::create_dir(dir.s("a/inside")).unwrap();
+        fs::write(dir.s("a/inside/f"), "in the real a").unwrap();
+        fs::remove_dir_all(dir.s("a")).unwrap();
+        symlink("d1/e", dir.s("a")).unwrap();
+        d.signal(libc::SIGCONT);
+        dir.wait_mirror(T);
+        // Written only through the link; its events come from the watch
+        // of d1/e/inside, by that path.
+        fs::write(dir.s("a/inside/f"), format!("through the link {round}")).unwrap();
+        dir.wait_mirror(T);
+        fs::remove_file(dir.s("a")).unwrap();
+        fs::create_dir(dir.s("a")).unwrap();
+        fs::write(dir.s("d1/e/inside/f"), format!("direct {round}")).unwrap();
+        dir.wait_mirror(T);
+        wait_until("the watch set is as before", T, || {
+            watch_count(d.pid() as u32) == watches
+        });
+    }
+    assert!(d.stop().success());
+}

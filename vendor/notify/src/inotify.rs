@@ -143,6 +143,23 @@ enum EventLoopMsg {
 }
 
 #[inline]
+/// The device and inode of a file, which name it whatever the path.
+fn dev_ino(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+/// Whether the directory `id` is at `path` now, reached with no symlink below `common` (the part
+/// of the path shared with another name of it, which both went through alike).
+fn is_at(path: &Path, common: &Path, id: (u64, u64)) -> bool {
+    let through_link = path
+        .ancestors()
+        .skip(1)
+        .take_while(|a| a.starts_with(common) && *a != common)
+        .any(|a| std::fs::symlink_metadata(a).map_or(true, |m| m.file_type().is_symlink()));
+    !through_link && std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir() && dev_ino(&m) == id)
+}
+
 fn add_watch_by_event(
     path: &PathBuf,
     event: &inotify_sys::Event<&OsStr>,
@@ -698,23 +715,102 @@ impl EventLoop {
                         Some(is_dir) => is_dir,
                         None => metadata(path).map_err(Error::io)?.is_dir(),
                     };
+                    let id = w.get_watch_descriptor_id();
                     let path = entry.key().clone();
                     let watch = (w.clone(), watchmask, is_recursive, is_dir);
-                    match entry {
-                        Entry::Occupied(mut entry) => {
-                            entry.insert(watch);
+                    // The kernel keys watches by inode: a path that reaches an inode already
+                    // watched under another path gets that watch's descriptor back.
+                    let known = self.paths.get(&id).filter(|old| **old != path).cloned();
+                    let Some(old) = known else {
+                        match entry {
+                            Entry::Occupied(mut entry) => {
+                                entry.insert(watch);
+                            }
+                            Entry::Vacant(entry) => {
+                                entry.insert(watch);
+                            }
                         }
-                        Entry::Vacant(entry) => {
-                            entry.insert(watch);
-                        }
-                    }
-                    self.paths.insert(w.get_watch_descriptor_id(), path);
-                    Ok(())
+                        self.paths.insert(id, path);
+                        return Ok(());
+                    };
+                    drop(entry);
+                    Self::settle_alias(
+                        &mut self.watches,
+                        &mut self.paths,
+                        inotify,
+                        &old,
+                        path,
+                        watch,
+                    )
                 }
             }
         } else {
             Ok(())
         }
+    }
+
+    /// Decides which of two paths that reached the same inode names its watch. One of them
+    /// usually went through a symlink: `root/link/sub` where `link` points to a watched `dir`
+    /// (a directory replaced by a symlink between its `IN_CREATE` and this watch), or it is the
+    /// old path of a directory moved since. Mapping the descriptor to such a path would report
+    /// the directory's events under a path where it is not, and a later removal of that path
+    /// (its `IN_DELETE`) would remove the directory's own watch. So the path where the
+    /// directory now is, with no symlink on the way, keeps the watch: a new path that is not
+    /// such a place is refused as not found (it is not a directory of the tree), and an old one
+    /// is re-keyed, with the watches below it, to the new. When both are (a bind mount), the
+    /// new path takes the descriptor, as before.
+    fn settle_alias(
+        watches: &mut BTreeMap<Arc<Path>, (WatchDescriptor, WatchMask, bool, bool)>,
+        paths: &mut HashMap<i32, Arc<Path>>,
+        inotify: &Inotify,
+        old: &Arc<Path>,
+        path: Arc<Path>,
+        watch: (WatchDescriptor, WatchMask, bool, bool),
+    ) -> Result<()> {
+        let common: PathBuf = old
+            .components()
+            .zip(path.components())
+            .take_while(|(a, b)| a == b)
+            .map(|(a, _)| a)
+            .collect();
+        let target = std::fs::metadata(&path).ok().map(|m| dev_ino(&m));
+        let new_is_real = target.is_some_and(|t| is_at(&path, &common, t));
+        if !new_is_real {
+            log::debug!(
+                "not watching {} apart: it is the watched {} reached another way",
+                path.display(),
+                old.display()
+            );
+            if let Some((w, mask, _, _)) = watches.get(old.as_ref()) {
+                if *mask != watch.1 {
+                    // The refused add replaced the kernel's mask; put the old one back.
+                    let _ = inotify.watches().add(old.as_ref(), *mask);
+                }
+                debug_assert_eq!(
+                    w.get_watch_descriptor_id(),
+                    watch.0.get_watch_descriptor_id()
+                );
+            }
+            if watches.get(path.as_ref()).map(|v| &v.0) == Some(&watch.0) {
+                watches.remove(path.as_ref());
+            }
+            return Err(Error::path_not_found().add_path(path.to_path_buf()));
+        }
+        let old_is_real = target.is_some_and(|t| is_at(old, &common, t));
+        if !old_is_real {
+            log::debug!("{} is watched at {} now", old.display(), path.display());
+            Self::rekey(
+                watches,
+                paths,
+                inotify,
+                old,
+                &path,
+                [&mut Vec::new(), &mut Vec::new()],
+            );
+        }
+        paths.insert(watch.0.get_watch_descriptor_id(), path.clone());
+        watches.insert(path, watch);
+        Ok(())
     }
 
     fn remove_watch(&mut self, path: PathBuf, remove_recursive: bool) -> Result<()> {
@@ -769,6 +865,11 @@ impl EventLoop {
     ) {
         if from == to || to.starts_with(from) || from.starts_with(to) {
             // A directory cannot be moved into itself or over one of its ancestors.
+            return;
+        }
+        if !watches.contains_key(from) {
+            // Already re-keyed: the new path was watched before the move's events were read
+            // (`settle_alias`), and the watch there is the moved directory's own.
             return;
         }
         let at_or_below = |watches: &BTreeMap<Arc<Path>, _>, p: &Path| -> Vec<Arc<Path>> {
@@ -1191,6 +1292,112 @@ mod tests {
             "{paths:?}"
         );
         assert_eq!(kernel_watch_masks(&event_loop).len(), 4);
+    }
+
+    /// The paths of the events read so far.
+    fn event_paths(rx: &mpsc::Receiver<Result<Event>>) -> Vec<PathBuf> {
+        rx.try_iter()
+            .filter_map(|e| e.ok())
+            .flat_map(|e| e.paths)
+            .collect()
+    }
+
+    #[test]
+    fn a_path_through_a_symlink_to_a_watched_directory_is_refused_and_removes_nothing() {
+        let tmpdir = testdir();
+        let root = tmpdir.path();
+        std::fs::create_dir_all(root.join("d/inside")).expect("create_dir_all");
+        let (mut event_loop, rx) = event_loop(&Config::default().with_follow_symlinks(false));
+        let real = [root.to_path_buf(), root.join("d"), root.join("d/inside")];
+        watch_each(&mut event_loop, &real);
+        // `link/inside` was a directory when its creation was read; `link` is now a symlink,
+        // and the kernel follows it to the watched `d/inside`.
+        std::os::unix::fs::symlink("d", root.join("link")).expect("symlink");
+        let op = super::PathOp::watch_non_recursive(root.join("link/inside"));
+        let err = event_loop.update_paths(vec![op]).expect_err("an alias");
+        assert!(
+            matches!(err.source.kind, ErrorKind::PathNotFound),
+            "{err:?}"
+        );
+        assert_eq!(watched(&event_loop), real.to_vec());
+        // Its removal (the `IN_DELETE` of the directory it was) leaves the real watch alone.
+        let _ = event_loop.update_paths(vec![super::PathOp::unwatch(root.join("link/inside"))]);
+        while rx.try_recv().is_ok() {}
+        std::fs::write(root.join("d/inside/f"), b"x").expect("write");
+        event_loop.handle_inotify();
+        let paths = event_paths(&rx);
+        assert!(paths.contains(&root.join("d/inside/f")), "{paths:?}");
+        assert!(
+            !paths.iter().any(|p| p.starts_with(root.join("link"))),
+            "{paths:?}"
+        );
+        assert_eq!(kernel_watch_masks(&event_loop).len(), 3);
+    }
+
+    #[test]
+    fn a_directory_watched_through_a_symlink_first_is_re_keyed_to_its_real_path() {
+        let tmpdir = testdir();
+        let root = tmpdir.path();
+        std::fs::create_dir_all(root.join("d/inside/below")).expect("create_dir_all");
+        std::os::unix::fs::symlink("d", root.join("link")).expect("symlink");
+        let (mut event_loop, rx) = event_loop(&Config::default().with_follow_symlinks(false));
+        watch_each(
+            &mut event_loop,
+            &[
+                root.to_path_buf(),
+                root.join("d"),
+                root.join("link/inside"),
+                root.join("link/inside/below"),
+            ],
+        );
+        watch_each(&mut event_loop, &[root.join("d/inside")]);
+        assert_eq!(
+            watched(&event_loop),
+            vec![
+                root.to_path_buf(),
+                root.join("d"),
+                root.join("d/inside"),
+                root.join("d/inside/below"),
+            ]
+        );
+        while rx.try_recv().is_ok() {}
+        std::fs::write(root.join("d/inside/below/f"), b"x").expect("write");
+        event_loop.handle_inotify();
+        let paths = event_paths(&rx);
+        assert!(paths.contains(&root.join("d/inside/below/f")), "{paths:?}");
+        assert!(
+            !paths.iter().any(|p| p.starts_with(root.join("link"))),
+            "{paths:?}"
+        );
+    }
+
+    #[test]
+    fn a_moved_directory_watched_at_its_new_path_before_the_move_is_read_keeps_its_watch() {
+        let tmpdir = testdir();
+        let root = tmpdir.path();
+        std::fs::create_dir_all(root.join("a/sub")).expect("create_dir_all");
+        let (mut event_loop, rx) = event_loop(&Config::default().with_follow_symlinks(false));
+        watch_each(
+            &mut event_loop,
+            &[root.to_path_buf(), root.join("a"), root.join("a/sub")],
+        );
+        std::fs::rename(root.join("a"), root.join("b")).expect("rename");
+        // A walk reaches the new path before the move's events are read (`update_paths` would
+        // read them first).
+        event_loop
+            .add_watch(&root.join("b"), false, true)
+            .expect("watch b");
+        event_loop.handle_inotify();
+        assert_eq!(
+            watched(&event_loop),
+            vec![root.to_path_buf(), root.join("b"), root.join("b/sub")]
+        );
+        while rx.try_recv().is_ok() {}
+        std::fs::write(root.join("b/sub/f"), b"x").expect("write");
+        event_loop.handle_inotify();
+        let paths = event_paths(&rx);
+        assert!(paths.contains(&root.join("b/sub/f")), "{paths:?}");
+        assert_eq!(kernel_watch_masks(&event_loop).len(), 3);
     }
 
     /// The kernel's watch descriptors, by the path notify knows them by.
