@@ -118,6 +118,62 @@ fn a_replacement_of_the_same_size_and_mtime_is_sent() {
     assert!(d.stop().success());
 }
 
+/// The same inside a directory deleted and made again, and while the
+/// daemon is stopped: the directory is a tree then, whose run compares by
+/// size and mtime, and the file that events (or the restart scan) named
+/// inside it must still be sent whatever that comparison says.
+#[test]
+fn a_replacement_of_the_same_size_and_mtime_inside_a_new_tree_is_sent() {
+    let dir = Dir::new();
+    dir.write("d/f", "aaaa");
+    dir.write("e/f", "aaaa");
+    let copy_p = |over: &str, content: &str| {
+        let other = dir.root.join("other");
+        fs::write(&other, content).unwrap();
+        let st = Command::new("touch")
+            .arg("-r")
+            .arg(dir.s(over))
+            .arg(&other)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        other
+    };
+    let d = dir.start_synced("0.5", &[]);
+    let other = copy_p("d/f", "bbbb");
+    fs::remove_dir_all(dir.s("d")).unwrap();
+    fs::create_dir(dir.s("d")).unwrap();
+    assert!(Command::new("cp")
+        .arg("-p")
+        .arg(&other)
+        .arg(dir.s("d/f"))
+        .status()
+        .unwrap()
+        .success());
+    wait_until("the new content of d/f on DEST", T, || {
+        fs::read(dir.dst().join("d/f")).is_ok_and(|b| b == b"bbbb")
+    });
+    assert!(d.stop().success());
+    // While stopped: the restart scan finds `e` new (its parent changed
+    // too) and `e/f` changed.
+    let other = copy_p("e/f", "cccc");
+    fs::rename(dir.s("e"), dir.s("e.old")).unwrap();
+    fs::create_dir(dir.s("e")).unwrap();
+    assert!(Command::new("cp")
+        .arg("-p")
+        .arg(&other)
+        .arg(dir.s("e/f"))
+        .status()
+        .unwrap()
+        .success());
+    let d = dir.start("0.5", &[]);
+    wait_until("the new content of e/f on DEST", T, || {
+        fs::read(dir.dst().join("e/f")).is_ok_and(|b| b == b"cccc")
+    });
+    dir.wait_mirror(T);
+    assert!(d.stop().success());
+}
+
 /// The events of changes made before a stop may still wait in the kernel's
 /// queue while the watcher's thread is busy (here with the removal of
 /// 300 watched directories out of 20,000): the stop must read them all

@@ -432,7 +432,9 @@ impl Sim {
                 }
                 Act::Closed(p) => {
                     self.window.closed(&p);
-                    self.writing.retain(|q| *q != p);
+                    // A directory renamed or removed takes the files open
+                    // below it along: nothing is open at their old paths.
+                    self.writing.retain(|q| *q != p && !is_below(q, &p));
                 }
                 Act::Entry(e) => {
                     self.raw.push(e.clone());

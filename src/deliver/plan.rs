@@ -4,7 +4,7 @@
 //! One pure step, shared by the worker, the dry run and the model test, so
 //! the three can never drift apart: merge the moves and entries of one or
 //! many changesets, in order, into the moves to replay and one canonical
-//! set of entries ([`compose_keeping_files`]), classify every path against the live tree
+//! set of entries ([`compose`]), classify every path against the live tree
 //! (a `stat` callback, [`classify_with`]), make the classified set
 //! canonical again (classification can turn a file entry into its
 //! ancestor, which then covers siblings), drop excluded paths (entries
@@ -19,7 +19,7 @@ use crate::changeset::{Entry, Kind, Move, Op};
 use crate::config::filter::entry_excluded;
 use crate::deliver::classify::{classify_with, Node, RootGone};
 use crate::deliver::rsync::Run;
-use crate::optimize::{compose_keeping_files, optimize};
+use crate::optimize::{compose, optimize, split_named};
 
 /// One delivery: the moves to replay first, in order; then the entries,
 /// classified, canonical and filtered; and the new names of the moves,
@@ -35,7 +35,7 @@ pub struct Plan {
     pub fuzzy: Vec<Entry>,
     /// Files named changed that a tree of `entries` covers: sent in the
     /// files run too, since the trees run's quick check cannot see a
-    /// same-size rewrite within one tick of the kernel's clock.
+    /// replacement of the same size and mtime ([`split_named`]).
     pub sure: Vec<Entry>,
     /// The moves may have been replayed before: `quick` is compared by
     /// content ([`Run::Resend`]), not by the quick check.
@@ -74,7 +74,7 @@ pub fn plan(
     excluded: impl Fn(&[u8], bool) -> bool,
     threshold: usize,
 ) -> Result<Plan, RootGone> {
-    let (moves, mut merged, sure) = compose_keeping_files(ops, threshold);
+    let (moves, mut merged) = compose(ops, threshold);
     let mut kept = Vec::with_capacity(moves.len());
     for m in moves {
         // An exclude added since the move was queued: the excluded side is
@@ -93,14 +93,9 @@ pub fn plan(
     let classified = classify_with(&merged, &mut stat)?;
     let mut entries = optimize(classified, threshold);
     entries.retain(|e| !entry_excluded(&excluded, e));
-    let sure: Vec<Entry> = sure
-        .into_iter()
-        .map(|p| Entry::new(Kind::File, p))
-        .collect();
-    let mut sure = classify_with(&sure, &mut stat)?;
-    sure.retain(|e| e.kind == Kind::File && !entry_excluded(&excluded, e));
-    sure.sort_by(|a, b| crate::changeset::path_cmp(&a.path, &b.path));
-    sure.dedup();
+    // Classified, a named file that is a directory now is a tree, and a
+    // missing one is gone below its tree: neither is named any more.
+    let (entries, sure) = split_named(entries);
     Ok(Plan {
         moves: kept,
         entries,

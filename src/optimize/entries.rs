@@ -3,22 +3,37 @@
 //!
 //! It owns the optimizer's rules (ARCHITECTURE.md): drop invalid paths, keep one entry per
 //! path with the strongest kind, drop everything at or below an entry that
-//! covers its subtree, and collapse to one full sync when the set is huge.
+//! covers its subtree but the files named there (see
+//! [`split_named`]), and collapse to one full sync when the set is huge.
 //! It does no I/O, so it is unit-tested, property-tested and fuzzed; the
 //! run-time facts (does the path exist, is it a directory) are `classify`'s.
 //! It sorts once and sweeps once: O(n log n) in the number of entries.
 
-use crate::changeset::{is_below, path_cmp, valid_path, Entry};
+use crate::changeset::{is_below, path_cmp, valid_path, Entry, Kind};
 
 /// Past this many entries after pruning, a changeset becomes one full sync
 /// of the root: a recursive rsync of the whole tree is then about as cheap
 /// as the list, and the record stays small.
 pub const DEFAULT_FULL_SYNC_THRESHOLD: usize = 200_000;
 
+/// Whether `e`, below `cover`, stays listed: a file named changed below a
+/// path that covers its subtree (but the whole root). A tree's run, and the
+/// run of a file or gone path that is a directory by then (`classify`),
+/// compare by size and mtime (rsync's quick check), which cannot see a
+/// file replaced by other content of the same size and mtime (`cp -p`, or
+/// a rewrite within one tick of the kernel's clock) where the destination
+/// already has one, as it does when the directory was deleted and made
+/// again. So such a file is sent in the files run too (`--ignore-times`),
+/// and stays in the changeset for it.
+fn named_below(cover: &Entry, e: &Entry) -> bool {
+    !cover.is_full() && e.kind == Kind::File
+}
+
 /// Returns the canonical form of `entries`: valid paths only, sorted in
 /// [`path_cmp`] order, one entry per path (the strongest kind), nothing at or
-/// below a path whose kind covers its subtree, and `[Tree(root)]` when more
-/// than `threshold` entries would remain.
+/// below a path whose kind covers its subtree but the files named there,
+/// and `[Tree(root)]` when more than `threshold` entries would remain
+/// even without those files.
 pub fn optimize(mut entries: Vec<Entry>, threshold: usize) -> Vec<Entry> {
     entries.retain(|e| valid_path(&e.path));
     // Equal paths end up adjacent with the strongest kind first, so the
@@ -28,14 +43,21 @@ pub fn optimize(mut entries: Vec<Entry>, threshold: usize) -> Vec<Entry> {
     // The last kept entry that covers its subtree. Because of the order,
     // once the sweep leaves its subtree it never comes back.
     let mut cover: Option<usize> = None;
+    let mut named = 0;
+    // The path of the entry before, kept or not: a weaker kind of a path
+    // whose strongest was dropped below a cover is not a file named there.
+    let mut prev: Option<Vec<u8>> = None;
     for e in entries {
-        if let Some(last) = out.last() {
-            if last.path == e.path {
-                continue;
-            }
+        if prev.as_deref() == Some(e.path.as_slice()) {
+            continue;
         }
+        prev = Some(e.path.clone());
         if let Some(i) = cover {
             if is_below(&e.path, &out[i].path) {
+                if named_below(&out[i], &e) {
+                    named += 1;
+                    out.push(e);
+                }
                 continue;
             }
         }
@@ -44,16 +66,44 @@ pub fn optimize(mut entries: Vec<Entry>, threshold: usize) -> Vec<Entry> {
         }
         out.push(e);
     }
+    if out.len() > threshold && named > 0 {
+        // The named files are a refinement; the trees alone sync the same.
+        out = split_named(out).0;
+    }
     if out.len() > threshold {
         return vec![Entry::full()];
     }
     out
 }
 
+/// Splits a canonical set into its entries without the files named below
+/// a tree, and those files: what the trees run sends and what the files
+/// run sends regardless.
+pub fn split_named(entries: Vec<Entry>) -> (Vec<Entry>, Vec<Entry>) {
+    let mut rest: Vec<Entry> = Vec::with_capacity(entries.len());
+    let mut named = Vec::new();
+    let mut cover: Option<usize> = None;
+    for e in entries {
+        if let Some(i) = cover {
+            if is_below(&e.path, &rest[i].path) {
+                if named_below(&rest[i], &e) {
+                    named.push(e);
+                }
+                continue;
+            }
+        }
+        if e.kind.subsumes_children() {
+            cover = Some(rest.len());
+        }
+        rest.push(e);
+    }
+    (rest, named)
+}
+
 /// Whether `entries` is already canonical: what [`optimize`] would return
 /// for it, below any threshold. Used by tests and the fuzz targets.
 pub fn is_canonical(entries: &[Entry]) -> bool {
-    let mut cover: Option<&[u8]> = None;
+    let mut cover: Option<&Entry> = None;
     for (i, e) in entries.iter().enumerate() {
         if !valid_path(&e.path) {
             return false;
@@ -62,12 +112,15 @@ pub fn is_canonical(entries: &[Entry]) -> bool {
             return false;
         }
         if let Some(c) = cover {
-            if is_below(&e.path, c) {
+            if is_below(&e.path, &c.path) {
+                if named_below(c, e) {
+                    continue;
+                }
                 return false;
             }
         }
         if e.kind.subsumes_children() {
-            cover = Some(&e.path);
+            cover = Some(e);
         }
     }
     true
@@ -100,7 +153,7 @@ mod tests {
     }
 
     #[test]
-    fn a_tree_absorbs_everything_below_it() {
+    fn a_tree_absorbs_everything_below_it_but_the_files_named() {
         let out = opt(vec![
             e(File, "new/a/b/f"),
             e(Tree, "new/a"),
@@ -109,7 +162,49 @@ mod tests {
             e(Gone, "new/x"),
             e(File, "newer"),
         ]);
-        assert_eq!(out, vec![e(Tree, "new"), e(File, "newer")]);
+        let want = vec![e(Tree, "new"), e(File, "new/a/b/f"), e(File, "newer")];
+        assert_eq!(out, want);
+        assert!(is_canonical(&out));
+        let (rest, named) = split_named(out);
+        assert_eq!(rest, vec![e(Tree, "new"), e(File, "newer")]);
+        assert_eq!(named, vec![e(File, "new/a/b/f")]);
+    }
+
+    #[test]
+    fn files_below_a_file_or_gone_path_are_kept_but_not_below_the_whole_root() {
+        let raw = vec![
+            e(File, "f"),
+            e(File, "f/x"),
+            e(Gone, "g"),
+            e(File, "g/y"),
+            e(Attrs, "g/z"),
+        ];
+        let out = opt(raw);
+        assert_eq!(
+            out,
+            vec![e(File, "f"), e(File, "f/x"), e(Gone, "g"), e(File, "g/y")]
+        );
+        assert!(is_canonical(&out));
+        let out = opt(vec![Entry::full(), e(File, "a/b")]);
+        assert_eq!(out, vec![Entry::full()]);
+        assert!(!is_canonical(&[Entry::full(), e(File, "a/b")]));
+        assert!(!is_canonical(&[e(Gone, "g"), e(Attrs, "g/z")]));
+    }
+
+    #[test]
+    fn a_path_that_is_also_a_tree_below_a_tree_is_not_a_named_file() {
+        let out = opt(vec![e(Tree, "d"), e(Tree, "d/x"), e(File, "d/x")]);
+        assert_eq!(out, vec![e(Tree, "d")]);
+    }
+
+    #[test]
+    fn past_the_threshold_the_named_files_go_before_the_trees_do() {
+        let mut v: Vec<Entry> = (0..10).map(|i| e(File, &format!("d/f{i}"))).collect();
+        v.push(e(Tree, "d"));
+        v.push(e(File, "g"));
+        assert_eq!(optimize(v.clone(), 12).len(), 12);
+        assert_eq!(optimize(v.clone(), 5), vec![e(Tree, "d"), e(File, "g")]);
+        assert_eq!(optimize(v, 1), vec![Entry::full()]);
     }
 
     #[test]
@@ -135,7 +230,7 @@ mod tests {
             e(Tree, "foo"),
             e(File, "foobar"),
             e(File, "foo bar"),
-            e(File, "foo/x"),
+            e(Attrs, "foo/x"),
         ]);
         assert_eq!(
             out,

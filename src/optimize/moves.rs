@@ -135,21 +135,9 @@ impl State {
 /// The moves to replay, in order, and the canonical entries of the data
 /// pass, for a stream of steps. Invalid paths are dropped; past
 /// `threshold` entries the data pass is one full sync (the moves stay:
-/// they still spare the transfer of what they carry).
+/// they still spare the transfer of what they carry). Files named below a
+/// cover stay listed ([`super::split_named`]).
 pub fn compose(ops: impl IntoIterator<Item = Op>, threshold: usize) -> (Vec<Move>, Vec<Entry>) {
-    let (moves, entries, _) = compose_keeping_files(ops, threshold);
-    (moves, entries)
-}
-
-/// [`compose`], and also the files named changed that a tree of the
-/// result covers: the tree's run compares by size and mtime (rsync's quick
-/// check), which cannot see a file rewritten with the same size within
-/// one tick of the kernel's clock, so the worker sends these files
-/// regardless. None when the data pass collapsed to a full sync.
-pub fn compose_keeping_files(
-    ops: impl IntoIterator<Item = Op>,
-    threshold: usize,
-) -> (Vec<Move>, Vec<Entry>, Vec<Vec<u8>>) {
     let mut st = State::default();
     for op in ops {
         match op {
@@ -170,28 +158,7 @@ pub fn compose_keeping_files(
         .into_iter()
         .map(|(k, kind)| Entry::new(kind, k.0))
         .collect();
-    let files: Vec<Vec<u8>> = entries
-        .iter()
-        .filter(|e| e.kind == Kind::File)
-        .map(|e| e.path.clone())
-        .collect();
-    let out = optimize(entries, threshold);
-    if out.iter().any(Entry::is_full) {
-        return (st.moves, out, Vec::new());
-    }
-    let trees: std::collections::HashSet<&[u8]> = out
-        .iter()
-        .filter(|e| e.kind == Kind::Tree)
-        .map(|e| e.path.as_slice())
-        .collect();
-    let covered = |p: &[u8]| {
-        p.iter()
-            .enumerate()
-            .filter(|(_, &b)| b == b'/')
-            .any(|(i, _)| trees.contains(&p[..i]))
-    };
-    let files = files.into_iter().filter(|p| covered(p)).collect();
-    (st.moves, out, files)
+    (st.moves, optimize(entries, threshold))
 }
 
 #[cfg(test)]
@@ -306,13 +273,17 @@ mod tests {
     }
 
     #[test]
-    fn files_a_tree_covers_are_kept_aside_unless_the_whole_tree_goes() {
+    fn files_a_tree_covers_stay_listed_unless_the_whole_tree_goes() {
         let ops = vec![e(Tree, "d"), e(File, "d/f"), e(File, "g"), e(File, "d/x/y")];
-        let (_, entries, files) = compose_keeping_files(ops.clone(), 100);
-        assert_eq!(entries, vec![en(Tree, "d"), en(File, "g")]);
-        assert_eq!(files, vec![b"d/f".to_vec(), b"d/x/y".to_vec()]);
-        let (_, entries, files) = compose_keeping_files(ops, 1);
-        assert_eq!((entries, files), (vec![Entry::full()], vec![]));
+        let (_, entries) = compose(ops.clone(), 100);
+        let want = [
+            en(Tree, "d"),
+            en(File, "d/f"),
+            en(File, "d/x/y"),
+            en(File, "g"),
+        ];
+        assert_eq!(entries, want);
+        assert_eq!(compose(ops, 1).1, vec![Entry::full()]);
     }
 
     #[test]
