@@ -17,11 +17,11 @@
 //! anyway once it has been held for `hold` (`--hold-open`), and again every
 //! `hold` while it stays open.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::changeset::{Changeset, Entry, Kind, Move, Op};
-use crate::optimize::compose;
+use crate::optimize::{compose, keep_named};
 
 /// The open window.
 pub struct Aggregator {
@@ -45,6 +45,15 @@ pub struct Aggregator {
     unsure: HashMap<Vec<u8>, Instant>,
     /// Entries held back from the changeset being committed.
     held: Vec<Entry>,
+    /// Paths deleted or moved away in this window.
+    removed: HashSet<Vec<u8>>,
+    /// Files named in this window where something was deleted or moved
+    /// away before: below a directory made again, the destination may
+    /// hold an old file of the same size and mtime, which the tree's quick
+    /// check would keep, so these stay listed below their tree (and are
+    /// sent with `--ignore-times`). Other files below a tree are new: the
+    /// tree sends them, and listing them again would cost a second pass.
+    at_risk: HashSet<Vec<u8>>,
 }
 
 impl Aggregator {
@@ -63,17 +72,44 @@ impl Aggregator {
             open: HashMap::new(),
             unsure: HashMap::new(),
             held: Vec::new(),
+            removed: HashSet::new(),
+            at_risk: HashSet::new(),
         }
     }
 
     /// Adds one entry, opening the window if it was closed.
     pub fn add(&mut self, e: Entry, now: Instant) {
+        match e.kind {
+            Kind::Gone => {
+                self.removed.insert(e.path.clone());
+            }
+            Kind::File if self.was_removed(&e.path) => {
+                self.at_risk.insert(e.path.clone());
+            }
+            _ => {}
+        }
         self.push(Op::Entry(e), now);
+    }
+
+    /// Whether `p` or a directory above it was deleted or moved away in
+    /// this window.
+    fn was_removed(&self, p: &[u8]) -> bool {
+        if self.removed.is_empty() {
+            return false;
+        }
+        let ends = p
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'/')
+            .map(|(i, _)| i);
+        ends.chain(std::iter::once(p.len()))
+            .any(|i| self.removed.contains(&p[..i]))
     }
 
     /// Adds a move (a rename seen whole), opening the window if it was
     /// closed.
     pub fn moved(&mut self, m: Move, now: Instant) {
+        self.removed.insert(m.from.clone());
         self.push(Op::Move(m), now);
     }
 
@@ -139,6 +175,8 @@ impl Aggregator {
 
     fn compact(&mut self) {
         let (moves, entries) = compose(std::mem::take(&mut self.ops), self.full_threshold);
+        let at_risk = &self.at_risk;
+        let entries = keep_named(entries, |e| at_risk.contains(&e.path));
         self.ops = moves.into_iter().map(Op::Move).collect();
         self.ops.extend(entries.into_iter().map(Op::Entry));
         self.compacted = self.ops.len();
@@ -263,6 +301,9 @@ impl Aggregator {
                 }
             }
         }
+        let held: HashSet<&[u8]> = self.held.iter().map(|e| e.path.as_slice()).collect();
+        self.at_risk.retain(|p| held.contains(p.as_slice()));
+        self.removed.clear();
         self.ops = std::mem::take(&mut self.held)
             .into_iter()
             .map(Op::Entry)
@@ -305,6 +346,33 @@ mod tests {
         assert!(!a.is_empty(), "kept until the commit succeeds");
         a.clear(t0);
         assert!(a.is_empty() && a.deadline().is_none());
+    }
+
+    #[test]
+    fn files_below_a_new_tree_are_listed_only_where_something_was_removed() {
+        let t0 = Instant::now();
+        let e = |k: Kind, p: &str| Entry::new(k, p.as_bytes());
+        let mut a = agg(1, 1000);
+        for x in [
+            e(Kind::Gone, "d/f"),
+            e(Kind::Gone, "d"),
+            e(Kind::Tree, "d"),
+            f("d/f"),
+        ] {
+            a.add(x, t0);
+        }
+        for x in [e(Kind::Tree, "n"), f("n/g")] {
+            a.add(x, t0);
+        }
+        let want = vec![e(Kind::Tree, "d"), f("d/f"), e(Kind::Tree, "n")];
+        assert_eq!(a.changeset(1, t0).entries, want);
+        // Compacted twice, the same.
+        assert_eq!(a.changeset(1, t0).entries, want);
+        a.clear(t0);
+        // A new window knows nothing removed.
+        a.add(e(Kind::Tree, "d"), t0);
+        a.add(f("d/f"), t0);
+        assert_eq!(a.changeset(2, t0).entries, vec![e(Kind::Tree, "d")]);
     }
 
     #[test]

@@ -296,10 +296,21 @@ mod tests {
 
     #[test]
     fn a_file_that_became_a_directory_covers_what_is_below_it() {
-        let raw = vec![e(Gone, "d"), e(File, "d/f")];
+        let raw = vec![e(File, "d"), e(Attrs, "d/f"), e(Gone, "d/x")];
         let p = plan(ops(raw), tree, |_, _| false, 1000).unwrap();
         assert_eq!(p.entries, vec![e(Tree, "d")]);
         assert_eq!(p.runs().len(), 1);
+    }
+
+    #[test]
+    fn a_file_named_where_a_directory_was_deleted_is_sent_besides_the_tree() {
+        let raw = vec![e(Gone, "d"), e(File, "d/f")];
+        let p = plan(ops(raw), tree, |_, _| false, 1000).unwrap();
+        assert_eq!(p.entries, vec![e(Tree, "d")]);
+        assert_eq!(p.sure, vec![e(File, "d/f")]);
+        let runs = p.runs();
+        assert_eq!(runs[0], (Run::Files, vec![&e(File, "d/f")]));
+        assert_eq!(runs[1], (Run::Trees, vec![&e(Tree, "d")]));
     }
 
     #[test]

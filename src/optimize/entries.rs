@@ -76,6 +76,28 @@ pub fn optimize(mut entries: Vec<Entry>, threshold: usize) -> Vec<Entry> {
     out
 }
 
+/// `entries`, canonical, without the files named below a cover for which
+/// `keep` is false.
+pub fn keep_named(entries: Vec<Entry>, keep: impl Fn(&Entry) -> bool) -> Vec<Entry> {
+    let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
+    let mut cover: Option<usize> = None;
+    for e in entries {
+        if let Some(i) = cover {
+            if is_below(&e.path, &out[i].path) {
+                if named_below(&out[i], &e) && keep(&e) {
+                    out.push(e);
+                }
+                continue;
+            }
+        }
+        if e.kind.subsumes_children() {
+            cover = Some(out.len());
+        }
+        out.push(e);
+    }
+    out
+}
+
 /// Splits a canonical set into its entries without the files named below
 /// a tree, and those files: what the trees run sends and what the files
 /// run sends regardless.

@@ -6,5 +6,5 @@
 pub mod entries;
 pub mod moves;
 
-pub use entries::{is_canonical, optimize, split_named, DEFAULT_FULL_SYNC_THRESHOLD};
+pub use entries::{is_canonical, keep_named, optimize, split_named, DEFAULT_FULL_SYNC_THRESHOLD};
 pub use moves::compose;
