@@ -136,7 +136,7 @@ impl State {
 /// pass, for a stream of steps. Invalid paths are dropped; past
 /// `threshold` entries the data pass is one full sync (the moves stay:
 /// they still spare the transfer of what they carry). Files named below a
-/// cover stay listed ([`super::split_named`]).
+/// cover stay listed ([`super::entries::split_named`]).
 pub fn compose(ops: impl IntoIterator<Item = Op>, threshold: usize) -> (Vec<Move>, Vec<Entry>) {
     let mut st = State::default();
     for op in ops {
