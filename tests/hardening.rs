@@ -147,7 +147,9 @@ fn a_replacement_of_the_same_size_and_mtime_inside_a_new_tree_is_sent() {
     // Once the new `d` is watched, the copy is an event. (Made before
     // the watch, the walk of `d` finds it, and only the tree's quick
     // check weighs it: README, the optimizer's paragraph.)
-    wait_until("the new d watched", T, || watch_count(d.pid() as u32) == watches);
+    wait_until("the new d watched", T, || {
+        watch_count(d.pid() as u32) == watches
+    });
     assert!(Command::new("cp")
         .arg("-p")
         .arg(&other)
