@@ -127,7 +127,8 @@ fn a_replacement_of_the_same_size_and_mtime_inside_a_new_tree_is_sent() {
     let dir = Dir::new();
     dir.write("d/f", "aaaa");
     dir.write("e/f", "aaaa");
-    let copy_p = |over: &str, content: &str| {
+    // Other content with the mtime of `over`, outside the tree.
+    let stamped = |over: &str, content: &str| {
         let other = dir.root.join("other");
         fs::write(&other, content).unwrap();
         let st = Command::new("touch")
@@ -139,9 +140,17 @@ fn a_replacement_of_the_same_size_and_mtime_inside_a_new_tree_is_sent() {
         assert!(st.success());
         other
     };
+    let cp_p = |from: &std::path::Path, to: &str| {
+        let st = Command::new("cp")
+            .arg("-p")
+            .arg(from)
+            .arg(dir.s(to))
+            .status();
+        assert!(st.unwrap().success());
+    };
     let d = dir.start_synced("0.5", &[]);
     let watches = watch_count(d.pid() as u32);
-    let other = copy_p("d/f", "bbbb");
+    let other = stamped("d/f", "bbbb");
     fs::remove_dir_all(dir.s("d")).unwrap();
     fs::create_dir(dir.s("d")).unwrap();
     // Once the new `d` is watched, the copy is an event. (Made before
@@ -150,29 +159,17 @@ fn a_replacement_of_the_same_size_and_mtime_inside_a_new_tree_is_sent() {
     wait_until("the new d watched", T, || {
         watch_count(d.pid() as u32) == watches
     });
-    assert!(Command::new("cp")
-        .arg("-p")
-        .arg(&other)
-        .arg(dir.s("d/f"))
-        .status()
-        .unwrap()
-        .success());
+    cp_p(&other, "d/f");
     wait_until("the new content of d/f on DEST", T, || {
         fs::read(dir.dst().join("d/f")).is_ok_and(|b| b == b"bbbb")
     });
     assert!(d.stop().success());
     // While stopped: the restart scan finds `e` new (its parent changed
     // too) and `e/f` changed.
-    let other = copy_p("e/f", "cccc");
+    let other = stamped("e/f", "cccc");
     fs::rename(dir.s("e"), dir.s("e.old")).unwrap();
     fs::create_dir(dir.s("e")).unwrap();
-    assert!(Command::new("cp")
-        .arg("-p")
-        .arg(&other)
-        .arg(dir.s("e/f"))
-        .status()
-        .unwrap()
-        .success());
+    cp_p(&other, "e/f");
     let d = dir.start("0.5", &[]);
     wait_until("the new content of e/f on DEST", T, || {
         fs::read(dir.dst().join("e/f")).is_ok_and(|b| b == b"cccc")

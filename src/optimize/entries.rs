@@ -79,29 +79,19 @@ pub fn optimize(mut entries: Vec<Entry>, threshold: usize) -> Vec<Entry> {
 /// `entries`, canonical, without the files named below a cover for which
 /// `keep` is false.
 pub fn keep_named(entries: Vec<Entry>, keep: impl Fn(&Entry) -> bool) -> Vec<Entry> {
-    let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
-    let mut cover: Option<usize> = None;
-    for e in entries {
-        if let Some(i) = cover {
-            if is_below(&e.path, &out[i].path) {
-                if named_below(&out[i], &e) && keep(&e) {
-                    out.push(e);
-                }
-                continue;
-            }
-        }
-        if e.kind.subsumes_children() {
-            cover = Some(out.len());
-        }
-        out.push(e);
-    }
-    out
+    sweep_named(entries, keep).0
 }
 
 /// Splits a canonical set into its entries without the files named below
-/// a tree, and those files: what the trees run sends and what the files
+/// a cover, and those files: what the trees run sends and what the files
 /// run sends regardless.
 pub fn split_named(entries: Vec<Entry>) -> (Vec<Entry>, Vec<Entry>) {
+    sweep_named(entries, |_| false)
+}
+
+/// One sweep of a canonical set: the files named below a cover that
+/// `keep` takes stay in place, the others come out apart.
+fn sweep_named(entries: Vec<Entry>, keep: impl Fn(&Entry) -> bool) -> (Vec<Entry>, Vec<Entry>) {
     let mut rest: Vec<Entry> = Vec::with_capacity(entries.len());
     let mut named = Vec::new();
     let mut cover: Option<usize> = None;
@@ -109,7 +99,11 @@ pub fn split_named(entries: Vec<Entry>) -> (Vec<Entry>, Vec<Entry>) {
         if let Some(i) = cover {
             if is_below(&e.path, &rest[i].path) {
                 if named_below(&rest[i], &e) {
-                    named.push(e);
+                    if keep(&e) {
+                        rest.push(e);
+                    } else {
+                        named.push(e);
+                    }
                 }
                 continue;
             }
